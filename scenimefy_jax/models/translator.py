@@ -1,0 +1,196 @@
+"""The photo-to-anime translator: CUT's `ResnetGenerator` (resnet_9blocks), SPEC §1.
+
+Parameter names mirror the PyTorch state dict (`model.8.weight` -> `model_8/kernel`,
+`model.12.conv_block.5.bias` -> `model_12/conv_block_5/bias`), so the converter is a rename plus a
+transpose and a reader of either side can find the other.
+
+The official forward is a walk over `nn.Sequential` indices 0..31 that can record the output of
+chosen indices (the `nce_layers` taps used by PatchNCE/SRC, SPEC §1.6). `ResnetGenerator` keeps that
+walk explicit, so a tap index here means exactly what it means in the official code.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from scenimefy_jax.models.layers import Conv, blur_downsample, blur_upsample, instance_norm, reflect_pad
+
+NCE_LAYERS = (0, 4, 8, 12, 16)
+"""The official `--nce_layers 0,4,8,12,16`: padded input, two pre-norm convs, resblocks 1 and 5."""
+
+LAST_ENCODER_LAYER = 16
+
+
+class ResnetBlock(nn.Module):
+    """`x + [reflect-pad, conv3x3, IN, ReLU, reflect-pad, conv3x3, IN](x)` (SPEC §1.4)."""
+
+    dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = Conv(self.dim, 3, dtype=self.dtype, name="conv_block_1")(reflect_pad(x, 1))
+        h = nn.relu(instance_norm(h))
+        h = Conv(self.dim, 3, dtype=self.dtype, name="conv_block_5")(reflect_pad(h, 1))
+        return x + instance_norm(h)
+
+
+class ResnetGenerator(nn.Module):
+    """CUT `ResnetGenerator(3, 3, ngf=64, norm=instance, no_dropout, n_blocks=9)`, anti-aliased.
+
+    Input and output are `[B, H, W, 3]` in [-1, 1] (H, W multiples of 4, see
+    `scenimefy_jax.data.images.round_to_base4`). `dtype` is the compute dtype; parameters stay
+    float32 and InstanceNorm statistics are always taken in float32.
+    """
+
+    ngf: int = 64
+    n_blocks: int = 9
+    output_nc: int = 3
+    dtype: jnp.dtype = jnp.float32
+
+    def _modules(self) -> list[Callable[[jax.Array], jax.Array]]:
+        """The official `nn.Sequential`, one callable per PyTorch module index."""
+        ngf, dt, n = self.ngf, self.dtype, self.n_blocks
+        up = 12 + n  # index of the first Upsample: 21 for nine blocks
+
+        def pad3(x):
+            return reflect_pad(x, 3)
+
+        layers: list[Callable[[jax.Array], jax.Array]] = [
+            pad3,  # 0
+            Conv(ngf, 7, dtype=dt, name="model_1"),
+            instance_norm,  # 2
+            nn.relu,  # 3
+            Conv(ngf * 2, 3, padding=1, dtype=dt, name="model_4"),
+            instance_norm,  # 5
+            nn.relu,  # 6
+            blur_downsample,  # 7
+            Conv(ngf * 4, 3, padding=1, dtype=dt, name="model_8"),
+            instance_norm,  # 9
+            nn.relu,  # 10
+            blur_downsample,  # 11
+        ]
+        layers += [ResnetBlock(ngf * 4, dtype=dt, name=f"model_{12 + i}") for i in range(n)]
+        layers += [
+            blur_upsample,  # 21
+            Conv(ngf * 2, 3, padding=1, dtype=dt, name=f"model_{up + 1}"),
+            instance_norm,  # 23
+            nn.relu,  # 24
+            blur_upsample,  # 25
+            Conv(ngf, 3, padding=1, dtype=dt, name=f"model_{up + 5}"),
+            instance_norm,  # 27
+            nn.relu,  # 28
+            pad3,  # 29
+            Conv(self.output_nc, 7, dtype=dt, name=f"model_{up + 9}"),
+            jnp.tanh,  # 31
+        ]
+        return layers
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = Conv(self.dim, 3, dtype=self.dtype, name="conv_block_1")(reflect_pad(x, 1))
+        h = nn.relu(instance_norm(h))
+        h = Conv(self.dim, 3, dtype=self.dtype, name="conv_block_5")(reflect_pad(h, 1))
+        return x + instance_norm(h)
+
+
+class ResnetGenerator(nn.Module):
+    """CUT `ResnetGenerator(3, 3, ngf=64, norm=instance, no_dropout, n_blocks=9)`, anti-aliased.
+
+    Input and output are `[B, H, W, 3]` in [-1, 1] (H, W multiples of 4, see
+    `scenimefy_jax.data.images.round_to_base4`). `dtype` is the compute dtype; parameters stay
+    float32 and InstanceNorm statistics are always taken in float32.
+    """
+
+    ngf: int = 64
+    n_blocks: int = 9
+    output_nc: int = 3
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        ngf, dt = self.ngf, self.dtype
+        self.model_1 = Conv(ngf, 7, dtype=dt)
+        self.model_4 = Conv(ngf * 2, 3, padding=1, dtype=dt)
+        self.model_8 = Conv(ngf * 4, 3, padding=1, dtype=dt)
+        blocks = {}
+        for i in range(self.n_blocks):
+            blocks[12 + i] = ResnetBlock(ngf * 4, dtype=dt, name=f"model_{12 + i}")
+        self.blocks = blocks
+        up = 12 + self.n_blocks  # 21 for nine blocks
+        self.up_index = up
+        self.conv_up1 = Conv(ngf * 2, 3, padding=1, dtype=dt, name=f"model_{up + 1}")
+        self.conv_up2 = Conv(ngf, 3, padding=1, dtype=dt, name=f"model_{up + 5}")
+        self.conv_out = Conv(self.output_nc, 7, dtype=dt, name=f"model_{up + 9}")
+
+    def _modules(self) -> list[Callable[[jax.Array], jax.Array]]:
+        """The official `nn.Sequential`, one callable per PyTorch module index."""
+        layers: list[Callable[[jax.Array], jax.Array]] = [
+            lambda x: reflect_pad(x, 3),  # 0
+            self.model_1,  # 1
+            instance_norm,  # 2
+            nn.relu,  # 3
+            self.model_4,  # 4
+            instance_norm,  # 5
+            nn.relu,  # 6
+            blur_downsample,  # 7
+            self.model_8,  # 8
+            instance_norm,  # 9
+            nn.relu,  # 10
+            blur_downsample,  # 11
+        ]
+        layers += [self.blocks[12 + i] for i in range(self.n_blocks)]  # 12..20
+        layers += [
+            blur_upsample,  # 21
+            self.conv_up1,  # 22
+            instance_norm,  # 23
+            nn.relu,  # 24
+            blur_upsample,  # 25
+            self.conv_up2,  # 26
+            instance_norm,  # 27
+            nn.relu,  # 28
+            lambda x: reflect_pad(x, 3),  # 29
+            self.conv_out,  # 30
+            jnp.tanh,  # 31
+        ]
+        return layers
+
+    def __call__(
+        self,
+        x: jax.Array,
+        nce_layers: Sequence[int] = (),
+        encode_only: bool = False,
+    ):
+        """Translate `x` `[B, H, W, 3]`.
+
+        Returns the image `[B, H, W, 3]`; with `nce_layers`, `(image, taps)` where `taps` is the
+        list of module outputs at those indices (NHWC, in the order given); with
+        `encode_only=True`, only the taps, stopping after the last requested index as the
+        official `encode_only` path does.
+        """
+        wanted = sorted(set(nce_layers))
+        if encode_only and not wanted:
+            raise ValueError("encode_only=True needs at least one nce layer")
+        taps: dict[int, jax.Array] = {}
+        h = x.astype(self.dtype)
+        for index, module in enumerate(self._modules()):
+            h = module(h)
+            if index in wanted:
+                taps[index] = h
+            if encode_only and index == wanted[-1]:
+                return [taps[i] for i in nce_layers]
+        image = h.astype(jnp.float32)
+        if wanted:
+            return image, [taps[i] for i in nce_layers]
+        return image
+
+    def encode(self, x: jax.Array, nce_layers: Sequence[int] = NCE_LAYERS) -> list[jax.Array]:
+        """The official `G(x, nce_layers, encode_only=True)`: the encoder taps only."""
+        return self(x, nce_layers, encode_only=True)
+
+
+def pytorch_module_count(n_blocks: int = 9) -> int:
+    """Number of modules in the official Sequential (32 for nine blocks)."""
+    return 23 + n_blocks

@@ -1,0 +1,62 @@
+"""Closed forms of the anti-aliased resampling filters (SPEC §1.3) and InstanceNorm."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scenimefy_jax.models import layers
+
+
+def _down_1d(x):
+    n = len(x)
+    xr = lambda i: x[1] if i == -1 else (x[n - 2] if i == n else x[i])  # reflection
+    return np.array([(xr(2 * i - 1) + 2 * xr(2 * i) + xr(2 * i + 1)) / 4 for i in range((n + 1) // 2)])
+
+
+def _up_1d(x):
+    n = len(x)
+    xc = lambda i: x[min(max(i, 0), n - 1)]  # replication
+    y = np.zeros(2 * n)
+    for i in range(n):
+        y[2 * i] = 0.25 * xc(i - 1) + 0.75 * xc(i)
+        y[2 * i + 1] = 0.75 * xc(i) + 0.25 * xc(i + 1)
+    return y
+
+
+def _separable(fn, img):
+    rows = np.stack([fn(r) for r in img])  # along W
+    return np.stack([fn(c) for c in rows.T]).T  # then along H
+
+
+@pytest.mark.parametrize("h,w", [(7, 9), (8, 8), (9, 4), (2, 3)])
+def test_blur_downsample_matches_closed_form(h, w):
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(h, w))
+    got = np.asarray(layers.blur_downsample(jnp.asarray(img, jnp.float32)[None, :, :, None]))[0, :, :, 0]
+    assert got.shape == ((h + 1) // 2, (w + 1) // 2)
+    np.testing.assert_allclose(got, _separable(_down_1d, img), atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (3, 5), (4, 4)])
+def test_blur_upsample_matches_closed_form(h, w):
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(h, w))
+    got = np.asarray(layers.blur_upsample(jnp.asarray(img, jnp.float32)[None, :, :, None]))[0, :, :, 0]
+    assert got.shape == (2 * h, 2 * w)
+    np.testing.assert_allclose(got, _separable(_up_1d, img), atol=1e-6)
+
+
+def test_filters_match_the_published_buffers():
+    down = layers.downsample_filter(2)
+    np.testing.assert_array_equal(down[1, 0], np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16)
+    up = layers.upsample_filter(1)[0, 0]
+    assert up.sum() == pytest.approx(4.0)
+    np.testing.assert_allclose(up[0], np.array([1, 3, 3, 1]) / 64 * 4)
+
+
+def test_instance_norm_per_sample_and_channel():
+    rng = np.random.default_rng(2)
+    x = rng.normal(3.0, 2.0, size=(2, 5, 6, 3)).astype(np.float32)
+    got = np.asarray(layers.instance_norm(jnp.asarray(x)))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)  # biased, as InstanceNorm2d
+    np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + 1e-5), atol=1e-5)
