@@ -10,6 +10,7 @@ leaves a half-written model behind under the final name.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -18,9 +19,21 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 FORMAT = "scenimefy_jax.model"
 FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs a dozen INFO lines per save/restore; a model file is one event for our users."""
+    previous = logging.get_verbosity()
+    logging.set_verbosity(min(previous, logging.WARNING))  # absl: larger = more verbose
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +72,7 @@ def save_model(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     params = jax.tree_util.tree_map(np.asarray, params)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         checkpointer.save(
             directory,
             ocp.args.Composite(params=ocp.args.StandardSave(params), metadata=ocp.args.JsonSave(metadata)),
@@ -81,7 +94,7 @@ def load_model(directory: str | os.PathLike, *, expected_kind: str | None = None
             f"{directory}: not a scenimefy_jax model directory (expected params/ and metadata/ "
             "written by tools/convert_checkpoint.py or a training export)"
         )
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         metadata = checkpointer.restore(directory, ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise ValueError(f"{directory}: metadata does not describe a {FORMAT} export")

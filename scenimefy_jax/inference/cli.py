@@ -1,0 +1,156 @@
+"""The translate job: `python -m scenimefy_jax.main --config=configs/translate.py --config.checkpoint=...`.
+
+Every readable input image `<stem>.<ext>` becomes `<output>/<stem>.png`. A file that cannot be read
+is reported by name and skipped; the others are still written, and the job then exits with status 1
+and a summary. Existing outputs are kept unless `--config.overwrite=True`. Each PNG is written to a
+temporary name and renamed, so an interrupted run never leaves a truncated image behind.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import glob
+import os
+import time
+from typing import Iterator
+
+from absl import logging
+from tqdm import tqdm
+
+from scenimefy_jax.data import images as image_ops
+
+_GLOB_CHARS = set("*?[")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the `--config.<option>`."""
+
+
+def find_inputs(spec: str) -> tuple[list[str], list[str]]:
+    """Expands a file, a folder (its image files, not recursive) or a glob; returns (inputs, ignored)."""
+    if os.path.isdir(spec):
+        names = sorted(n for n in os.listdir(spec) if not n.startswith("."))
+        paths = [os.path.join(spec, n) for n in names if os.path.isfile(os.path.join(spec, n))]
+        images = [p for p in paths if image_ops.is_image_file(p)]
+        return images, [p for p in paths if p not in images]
+    if os.path.isfile(spec):
+        return [spec], []
+    if _GLOB_CHARS & set(spec):
+        return sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)), []
+    raise ConfigError(f"--config.input={spec!r}: no such file, folder or glob match")
+
+
+def _validate(config) -> tuple[list[str], dict]:
+    if not config.checkpoint:
+        raise ConfigError(
+            "--config.checkpoint is required: an official *_net_G.pth or a directory written by "
+            "tools/convert_checkpoint.py"
+        )
+    if not os.path.exists(config.checkpoint):
+        raise ConfigError(f"--config.checkpoint={config.checkpoint!r}: no such file or directory")
+    if not config.input:
+        raise ConfigError("--config.input is required: an image file, a folder or a glob such as 'photos/*.jpg'")
+    if not config.output:
+        raise ConfigError("--config.output is required: the folder that receives <stem>.png files")
+    if config.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"--config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
+    if config.batch_size < 1:
+        raise ConfigError(f"--config.batch_size must be >= 1, got {config.batch_size}")
+    if config.max_side < 0:
+        raise ConfigError(f"--config.max_side must be >= 0 (0: off), got {config.max_side}")
+    background = None
+    if config.alpha_background:
+        try:
+            background = tuple(int(v) for v in str(config.alpha_background).split(","))
+        except ValueError:
+            background = ()
+        if len(background) != 3 or not all(0 <= v <= 255 for v in background):
+            raise ConfigError(f"--config.alpha_background must be 'R,G,B' with 0..255 values, got {config.alpha_background!r}")
+    inputs, ignored = find_inputs(config.input)
+    for path in ignored:
+        logging.warning("ignoring %s: not an image file extension (%s)", path, ", ".join(image_ops.IMAGE_EXTENSIONS))
+    if not inputs:
+        raise ConfigError(f"--config.input={config.input!r}: no image files found")
+    stems = collections.defaultdict(list)
+    for path in inputs:
+        stems[os.path.splitext(os.path.basename(path))[0]].append(path)
+    clashes = {s: p for s, p in stems.items() if len(p) > 1}
+    if clashes:
+        listed = "; ".join(f"{s}.png <- {', '.join(p)}" for s, p in sorted(clashes.items()))
+        raise ConfigError(f"--config.input: several inputs would write the same output: {listed}")
+    return inputs, {"alpha_background": background}
+
+
+def _prefetch(paths: list[str], alpha_background, workers: int, failures: dict) -> Iterator[tuple[str, object]]:
+    """Decodes images in a thread pool, a bounded number ahead; unreadable files go to `failures`."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        pending: collections.deque = collections.deque()
+        it = iter(paths)
+        for path in it:
+            pending.append((path, pool.submit(image_ops.load_image, path, alpha_background=alpha_background)))
+            if len(pending) >= 4 * max(1, workers):
+                break
+        while pending:
+            path, future = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(image_ops.load_image, nxt, alpha_background=alpha_background)))
+            try:
+                yield path, future.result()
+            except image_ops.ImageReadError as e:
+                failures[path] = str(e)
+
+
+def run(config) -> int:
+    from scenimefy_jax.inference.translator import Translator
+
+    try:
+        inputs, options = _validate(config)
+    except ConfigError as e:
+        logging.error("%s", e)
+        return 2
+    os.makedirs(config.output, exist_ok=True)
+    out_path = {p: os.path.join(config.output, os.path.splitext(os.path.basename(p))[0] + ".png") for p in inputs}
+    todo = [p for p in inputs if config.overwrite or not os.path.exists(out_path[p])]
+    kept = len(inputs) - len(todo)
+    if kept:
+        logging.info("%d outputs already exist in %s and are kept (--config.overwrite=True to redo)", kept, config.output)
+
+    translator = Translator.from_checkpoint(
+        config.checkpoint,
+        dtype=config.dtype,
+        batch_size=config.batch_size,
+        max_side=config.max_side or None,
+        alpha_background=options["alpha_background"],
+    )
+    failures: dict[str, str] = {}
+    written = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", desc="translate", disable=not config.progress)
+    decoded = _prefetch(todo, options["alpha_background"], config.decode_workers, failures)
+
+    def safe_inputs():
+        for path, image in decoded:
+            try:
+                yield path, translator.preprocess(image, path)
+            except ValueError as e:
+                failures[path] = str(e)
+                bar.update(1)
+
+    for path, anime in translator.translate_many(safe_inputs()):
+        try:
+            image_ops.save_png(anime, out_path[path])
+            written += 1
+        except OSError as e:
+            failures[path] = f"cannot write {out_path[path]}: {e}"
+        bar.update(1)
+    bar.update(len(todo) - bar.n)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    for path, reason in failures.items():
+        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    logging.info(
+        "translated %d image(s) into %s in %.1f s; %d kept, %d failed",
+        written, config.output, elapsed, kept, len(failures),
+    )
+    return 1 if failures else 0
