@@ -15,7 +15,7 @@ from scenimefy_jax.convert.torch_checkpoint import (
     load_torch_checkpoint,
 )
 
-_CONVERTER_MODULES = ("scenimefy_jax.convert.translator",)
+_CONVERTER_MODULES = ("scenimefy_jax.convert.translator", "scenimefy_jax.convert.stylegan2")
 
 for _name in _CONVERTER_MODULES:
     importlib.import_module(_name)
