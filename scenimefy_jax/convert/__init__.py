@@ -15,7 +15,14 @@ from scenimefy_jax.convert.torch_checkpoint import (
     load_torch_checkpoint,
 )
 
-_CONVERTER_MODULES = ("scenimefy_jax.convert.translator", "scenimefy_jax.convert.stylegan2")
+_CONVERTER_MODULES = (
+    "scenimefy_jax.convert.translator",
+    "scenimefy_jax.convert.stylegan2",
+    "scenimefy_jax.convert.clip",
+    "scenimefy_jax.convert.patchgan",
+    "scenimefy_jax.convert.projection",
+    "scenimefy_jax.convert.vgg",
+)
 
 for _name in _CONVERTER_MODULES:
     importlib.import_module(_name)
