@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 JOBS = {
     "translate": "scenimefy_jax.inference.cli",
+    "sample": "scenimefy_jax.sampling",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<job>.py file.", lock_config=True)

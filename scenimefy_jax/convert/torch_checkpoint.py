@@ -6,6 +6,7 @@ run code on the user's machine.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from typing import Any, Mapping
@@ -69,7 +70,10 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: no such checkpoint file")
     torch = _import_torch()
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        # rosinality StyleGAN2 checkpoints store their training `args` as an argparse.Namespace (plain
+        # attributes, no code); allow exactly that class on top of the weights-only defaults.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
