@@ -1,0 +1,58 @@
+"""The device mesh of the training jobs: data parallelism over every device, parameters replicated.
+
+One place builds the mesh and the shardings; the same code runs on 1 CPU, on 8 fake CPU devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=8`), on one GPU, on a TPU slice, and on several
+hosts (each host passes its own rows of the global batch; `jax.make_array_from_process_local_data`
+assembles the global array without moving data between hosts).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis `"data"` over `devices` (default: every device of every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.asarray(devices).reshape(len(devices)), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (parameters, optimiser state, PRNG keys, scalars)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis is split over the `"data"` axis; other axes are whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_global_batch(global_batch: int, mesh: Mesh) -> None:
+    if global_batch % mesh.size:
+        raise ValueError(
+            f"global batch {global_batch} must be a multiple of the {mesh.size} devices of the mesh "
+            "(each device takes an equal slice of the batch)"
+        )
+
+
+def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
+    """This host's rows (`[B_local, ...]` numpy leaves) -> global `[B, ...]` arrays sharded on `"data"`."""
+    sharding = data_sharded(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+    )
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places a host pytree (identical on every host) on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(tree: Any) -> Any:
+    """Fetches a pytree of replicated (or fully addressable) arrays as numpy."""
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
