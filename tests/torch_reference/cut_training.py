@@ -51,8 +51,12 @@ class PatchSampleF(nn.Module):
         """feats: list of (B, C, H, W); patch_ids: list of LongTensor (P,) -> list of (B*P, nc)."""
         out = []
         for k, (feat, ids) in enumerate(zip(feats, patch_ids)):
-            flat = feat.permute(0, 2, 3, 1).flatten(1, 2)
-            sample = flat[:, ids, :].flatten(0, 1)
+            # Same numbers as the official `feat.permute(0, 2, 3, 1).flatten(1, 2)[:, ids, :]`, but
+            # gathering before the permute keeps the gradient that flows back into G contiguous NCHW:
+            # torch 2.13 (CPU) InstanceNorm2d backward returns WRONG gradients when its incoming
+            # gradient has channels-last strides (measured: errors of the size of the gradient itself;
+            # see tests/training/test_i2i_step.py::test_torch_instance_norm_channels_last_gradient_bug).
+            sample = feat.flatten(2)[:, :, ids].permute(0, 2, 1).flatten(0, 1)
             sample = getattr(self, f"mlp_{k}")(sample)
             norm = sample.pow(2).sum(1, keepdim=True).pow(0.5)
             out.append(sample.div(norm + 1e-7))
@@ -166,7 +170,8 @@ def lambda_pair(epoch, n_epochs_total, faithful_to):
 
 def training_iteration(nets, opts, batch, ids_unpaired, ids_paired, *, epoch, faithful_to="official_code",
                        n_epochs=10, n_epochs_decay=10, lambda_nce_s=0.05, lambda_vgg=-1.0, vgg=None,
-                       nce_layers=(0, 4, 8, 12, 16), tau=0.07):
+                       nce_layers=(0, 4, 8, 12, 16), tau=0.07, lambda_gan=1.0, lambda_gan_p=1.0,
+                       lambda_hdce=0.1, lambda_src=0.05):
     """One official `optimize_parameters` at batch size 1 (SPEC §2.5-2.7).
 
     nets: dict G, D, D_p, F, F_s (modules); opts: dict of torch.optim.Adam with the lr already set
@@ -207,8 +212,8 @@ def training_iteration(nets, opts, batch, ids_unpaired, ids_paired, *, epoch, fa
     for k in ("G", "F", "F_s"):
         opts[k].zero_grad()
     lp = lambda_pair(epoch, n_total, faithful_to)
-    loss_gan = lsgan(D(fake_b), True) * 1.0
-    loss_gan_p = lsgan(D_p(torch.cat((xp, fake_b_p), 1)), True) * 1.0
+    loss_gan = lsgan(D(fake_b), True) * lambda_gan
+    loss_gan_p = lsgan(D_p(torch.cat((xp, fake_b_p), 1)), True) * lambda_gan_p
 
     fake_feat = G(fake_b, layers, encode_only=True)
     real_a_feat = G(x, layers, encode_only=True)
@@ -230,12 +235,12 @@ def training_iteration(nets, opts, batch, ids_unpaired, ids_paired, *, epoch, fa
     loss_src, weights = 0.0, []
     for q, k in zip(fake_pool, real_a_pool):
         l, w = src(q, k, gamma)
-        loss_src = loss_src + l * 0.05
+        loss_src = loss_src + l * lambda_src
         weights.append(w)
     loss_src = loss_src / len(layers)
-    loss_hdce = sum((hdce(q, k, w) * 0.1).mean() for q, k, w in zip(fake_pool, real_a_pool, weights)) / len(layers)
+    loss_hdce = sum((hdce(q, k, w) * lambda_hdce).mean() for q, k, w in zip(fake_pool, real_a_pool, weights)) / len(layers)
     weights_y = [src(q, k, gamma, only_weight=True)[1] for q, k in zip(idt_pool, real_b_pool)]
-    loss_hdce_y = sum((hdce(q, k, w) * 0.1).mean() for q, k, w in zip(idt_pool, real_b_pool, weights_y)) / len(layers)
+    loss_hdce_y = sum((hdce(q, k, w) * lambda_hdce).mean() for q, k, w in zip(idt_pool, real_b_pool, weights_y)) / len(layers)
     loss_g = 0.0
     if lambda_vgg > 0:
         fake_in = fake_b + 0.5 if faithful_to == "official_code" else (fake_b + 1) / 2.0
