@@ -7,7 +7,8 @@
 One jitted forward serves every call; XLA compiles once per input shape and reuses it. Lists are
 grouped by size and run in batches whose sizes are rounded up to powers of two (padding with blank
 images, whose outputs are discarded), so a folder of mixed photos compiles a handful of programs,
-not one per image.
+not one per image. With several local devices (a TPU host, a multi-GPU box) each batch is split over
+all of them on the data axis of the same mesh the training jobs use; parameters are replicated.
 """
 from __future__ import annotations
 
@@ -22,15 +23,18 @@ import numpy as np
 from scenimefy_jax import model_io
 from scenimefy_jax.data import images as image_ops
 from scenimefy_jax.models.translator import ResnetGenerator
+from scenimefy_jax.training import mesh as mesh_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _padded_batch_size(n: int, limit: int) -> int:
+def _padded_batch_size(n: int, limit: int, multiple: int = 1) -> int:
+    """Next power of two (at most `max(limit, n)`), rounded up to a multiple of the device count."""
     size = 1
     while size < n:
         size *= 2
-    return min(size, max(limit, n))
+    size = min(size, max(limit, n))
+    return -(-size // multiple) * multiple
 
 
 class Translator:
@@ -71,8 +75,14 @@ class Translator:
         self.batch_size = batch_size
         self.max_side = max_side or None
         self.alpha_background = alpha_background
-        self.params = jax.device_put(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params))
-        self._forward = jax.jit(lambda p, x: self.model.apply({"params": p}, x))
+        self.mesh = mesh_lib.make_mesh(jax.local_devices())
+        replicated, sharded = mesh_lib.replicated(self.mesh), mesh_lib.data_sharded(self.mesh)
+        self.params = jax.device_put(jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params), replicated)
+        self._forward = jax.jit(
+            lambda p, x: self.model.apply({"params": p}, x),
+            in_shardings=(replicated, sharded),
+            out_shardings=sharded,
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> "Translator":
@@ -93,7 +103,10 @@ class Translator:
             raise ValueError(f"expected [B, H, W, 3], got {x.shape}")
         if x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(f"height and width must be multiples of 4 (see round_to_base4), got {x.shape[1:3]}")
-        return self._forward(self.params, jnp.asarray(x, jnp.float32))
+        n, devices = x.shape[0], self.mesh.size
+        if n % devices:  # every device takes an equal slice; pad with blank images
+            x = jnp.concatenate([jnp.asarray(x, jnp.float32), jnp.zeros((devices - n % devices,) + x.shape[1:])])
+        return self._forward(self.params, jnp.asarray(x, jnp.float32))[:n]
 
     # -- uint8 images ---------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -108,7 +121,7 @@ class Translator:
         for start in range(0, len(images), self.batch_size):
             chunk = np.stack(images[start : start + self.batch_size])
             n = len(chunk)
-            padded = _padded_batch_size(n, self.batch_size)
+            padded = _padded_batch_size(n, self.batch_size, self.mesh.size)
             x = image_ops.to_model_input(chunk)
             if padded > n:
                 x = np.concatenate([x, np.zeros((padded - n,) + x.shape[1:], x.dtype)])
