@@ -14,7 +14,9 @@ from ml_collections import config_flags
 
 JOBS = {
     "translate": "scenimefy_jax.inference.cli",
+    "i2i": "scenimefy_jax.training.i2i",
     "sample": "scenimefy_jax.sampling",
+    "stylegan_finetune": "scenimefy_jax.training.stylegan_finetune",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<job>.py file.", lock_config=True)

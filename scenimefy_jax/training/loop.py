@@ -48,8 +48,9 @@ class TrainTask:
                  given the 0-based index of the step about to run. Also logged with the metrics.
     batch_keys:  which entries of the pipeline's host batches go to the step (others, such as item
                  positions, stay on the host).
-    make_images: optional `(state, batch) -> {name: [H, W, 3] uint8}` image grids, called every
-                 `images_every` steps with the state after the step and that step's batch.
+    make_images: optional `(state, host_batch) -> {name: [H, W, 3] uint8}` image grids, called every
+                 `images_every` steps with the state after the step and this host's numpy rows of
+                 that step's batch (global arrays are not readable from one host of several).
     export:      optional `(state, workdir) -> None`, called once when `total_steps` is reached.
     param_trees: optional `state -> {name: params}` for the parameter overview at start.
     """
@@ -191,7 +192,7 @@ def train(
             if task.make_images is not None and config.images_every and (
                 step % config.images_every == 0 or step == config.total_steps
             ):
-                writer.write_images(step, task.make_images(state, batch))
+                writer.write_images(step, task.make_images(state, host_batch))
                 progress.restart_clock(step)
             if step < config.total_steps and checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, {}):
                 progress.restart_clock(step)
