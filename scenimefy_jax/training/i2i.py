@@ -75,16 +75,16 @@ class I2ITask:
     image_size: int
     steps_per_epoch: int
     grid_images: int = 4
-    vgg_params: Any = None
+    vgg_params: Any = None  # frozen VGG19 weights (lambda_VGG > 0), passed to the step by the loop
 
     def init_state(self, rng):
         return i2i_step.create_train_state(rng, self.hparams, self.image_size)
 
-    def train_step(self, state, batch, rng, inputs):
+    def train_step(self, state, batch, rng, inputs, vgg_params=None):
         schedule = i2i_step.EpochSchedule(
             lr_scale=inputs["lr_scale"], hdce_gamma=inputs["hdce_gamma"], lambda_pair=inputs["lambda_pair"]
         )
-        state, step_metrics = i2i_step.train_step(state, batch, rng, schedule, self.vgg_params, hparams=self.hparams)
+        state, step_metrics = i2i_step.train_step(state, batch, rng, schedule, vgg_params, hparams=self.hparams)
         # The schedule values are logged by the loop from the host; drop the echoed copies.
         return state, {k: v for k, v in step_metrics.items() if k not in ("lr_scale", "hdce_gamma", "lambda_pair")}
 
@@ -115,7 +115,7 @@ class I2ITask:
         return loop.TrainTask(
             init_state=self.init_state, train_step=self.train_step, step_inputs=self.step_inputs,
             batch_keys=pipeline.BATCH_KEYS, make_images=self.make_images, export=export,
-            param_trees=self.param_trees,
+            param_trees=self.param_trees, frozen=self.vgg_params,
         )
 
 

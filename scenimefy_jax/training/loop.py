@@ -53,6 +53,10 @@ class TrainTask:
                  that step's batch (global arrays are not readable from one host of several).
     export:      optional `(state, workdir) -> None`, called once when `total_steps` is reached.
     param_trees: optional `state -> {name: params}` for the parameter overview at start.
+    frozen:      optional pytree of frozen arrays (e.g. VGG or CLIP weights) that the step reads but
+                 never updates; replicated on the mesh once and passed as a fifth argument
+                 `train_step(state, batch, rng, step_inputs, frozen)` (a jit argument, not a
+                 compile-time constant). Not checkpointed: the job loads it again on restart.
     """
 
     init_state: Callable[[jax.Array], State]
@@ -62,6 +66,7 @@ class TrainTask:
     make_images: Callable[[State, Batch], Mapping[str, np.ndarray]] | None = None
     export: Callable[[State, str], None] | None = None
     param_trees: Callable[[State], Mapping[str, Any]] | None = None
+    frozen: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +162,13 @@ def train(
             if resumed_from is None:
                 writer.write_texts(0, {f"parameters/{name}": "```\n" + table + "\n```"})
 
-    def update(state, batch, key, step, inputs):
-        return task.train_step(state, batch, jax.random.fold_in(key, step), inputs)
+    frozen = mesh_lib.replicate(task.frozen, mesh) if task.frozen is not None else None
+
+    def update(state, batch, key, step, inputs, frozen):
+        rng = jax.random.fold_in(key, step)
+        if frozen is None:
+            return task.train_step(state, batch, rng, inputs)
+        return task.train_step(state, batch, rng, inputs, frozen)
 
     # The state is donated: its buffers are reused for the new state (halves peak memory).
     update = jax.jit(update, donate_argnums=0, out_shardings=(replicated, replicated))
@@ -176,7 +186,8 @@ def train(
             host_batch = next(iterator)
             batch = mesh_lib.shard_batch({k: host_batch[k] for k in task.batch_keys}, mesh)
             inputs_host = task.step_inputs(step)
-            state, step_metrics = update(state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host))
+            state, step_metrics = update(
+                state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host), frozen)
             step += 1
             averages.update(step_metrics)
             if first_step_of_run:

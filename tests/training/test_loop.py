@@ -122,3 +122,18 @@ def test_hard_kill_then_resume_is_bit_exact(uninterrupted, demo_root, demo_sourc
     assert resumed.resumed_from in (2, 4) and resumed.finished
     assert seen == straight_seen[resumed.resumed_from:]
     _assert_bit_equal(resumed.state, straight.state)
+
+
+def test_frozen_arrays_reach_the_step_as_arguments(demo_sources, tmp_path):
+    import dataclasses
+
+    def step_with_frozen(state, batch, rng, inputs, frozen):
+        state, metrics = toy_task.train_step(state, batch, rng, inputs)
+        return state, dict(metrics, frozen_sum=jax.numpy.sum(frozen["w"]))
+
+    task = dataclasses.replace(toy_task.TASK, train_step=step_with_frozen, frozen={"w": np.full((3,), 2.0, np.float32)},
+                               make_images=None, export=None)
+    result = loop.train(task, _dataset(demo_sources), _config(tmp_path, total_steps=2, tensorboard=False))
+    assert result.finished
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert [l["frozen_sum"] for l in lines if "frozen_sum" in l] == [6.0]
