@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--wgrad", default="auto", choices=["auto", "xla"],
+                        help="conv kernel-gradient formulation: auto (GEMMs on CPU, layers.conv2d) or xla's own")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "train_step_cpu.json"))
     parser.add_argument("--note", action="append", default=[], help="free-text note stored in the JSON")
     args = parser.parse_args(argv)
@@ -38,7 +40,11 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from scenimefy_jax.models import layers
     from scenimefy_jax.training import i2i_step as S
+
+    if args.wgrad == "xla":  # every conv then takes XLA's own transpose rule for the kernel gradient
+        layers.WGRAD_MIN_CHANNELS = 1 << 30
     from tests.torch_reference import cut_networks as ref
     from tests.torch_reference import cut_training as tref
     from tests.training.test_i2i_step import _convert
@@ -103,7 +109,8 @@ def main(argv=None) -> int:
                     "jax_devices": [str(d) for d in jax.devices()]},
         "versions": {"python": platform.python_version(), "jax": jax.__version__, "torch": torch.__version__},
         "settings": {"image_size": s, "batch": 1, "threads": args.threads, "compute_dtype": args.dtype,
-                     "repeats": args.repeats, "warmup": 1, "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                     "repeats": args.repeats, "warmup": 1, "conv_wgrad": args.wgrad,
+                     "xla_flags": os.environ.get("XLA_FLAGS", "")},
         "jax_compile_s": round(compile_s, 2),
         "jax_step_median_s": round(jax_med, 3),
         "torch_step_median_s": round(torch_med, 3),

@@ -60,3 +60,24 @@ def test_instance_norm_per_sample_and_channel():
     mean = x.mean(axis=(1, 2), keepdims=True)
     var = x.var(axis=(1, 2), keepdims=True)  # biased, as InstanceNorm2d
     np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + 1e-5), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k,pad", [((2, 9, 11, 20), 3, (1, 1)), ((1, 12, 10, 16), 4, (1, 1)), ((1, 8, 8, 32), 7, (3, 3))])
+def test_gemm_weight_gradient_equals_xla(shape, k, pad):
+    """The GEMM formulation of the kernel gradient (and the input gradient it keeps) vs XLA's."""
+    import jax
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 24)) / k, jnp.float32)
+    padding = (pad, pad)
+    y = layers.conv2d(x, w, padding, "xla")
+    cot = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    loss = lambda mode: lambda x, w: jnp.sum(layers.conv2d(x, w, padding, mode) * cot)  # noqa: E731
+    want = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
+    got = jax.jit(jax.grad(loss("gemm"), argnums=(0, 1)))(x, w)
+    np.testing.assert_allclose(np.asarray(layers.conv2d(x, w, padding, "gemm")), np.asarray(y), atol=1e-5)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=1e-4 * float(np.max(np.abs(r))))
+    with pytest.raises(ValueError, match="wgrad"):
+        layers.conv2d(x, w, padding, "fast")
