@@ -53,6 +53,11 @@ def resolve_sources(config) -> tuple[pipeline.TrainSources, str]:
     root = os.path.join(config.workdir, "demo_data")
     d = data.demo
     _log.info("no data set configured: writing the procedural demo data set to %s", root)
+    if config.data.image_size >= 256 and not config.num_steps:
+        _log.warning(
+            "training the full official recipe (%d px) on the demo data: that takes days on a CPU. For the "
+            "few-minute demo use --config=configs/i2i.py:demo; for real training set data.unpaired and "
+            "data.paired (or data.packed)", config.data.image_size)
     folders = demo.write_demo_dataset(
         root, n_photos=d.n_photos, n_anime=d.n_anime, n_pairs=d.n_pairs, size=d.size, seed=config.seed
     )
