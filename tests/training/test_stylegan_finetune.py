@@ -10,6 +10,7 @@ a smooth function of the gradient. Tolerances (float32): losses 1e-4 relative; p
 step 1e-5 absolute + 1e-6 relative (the mapping kernels are stored x100).
 """
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -71,8 +72,9 @@ def _flat(tree):
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@pytest.fixture(scope="module")
-def setup():
+def _run(hp, n_steps):
+    """Builds the small networks in PyTorch, converts them, runs `n_steps` JAX steps from the same
+    start and one PyTorch reference iteration with the randomness of JAX step 0."""
     torch.manual_seed(0)
     tg = ref.randomize_(ref.Generator(SIZE, STYLE, 2, channels=CH), seed=1)
     tge = copy.deepcopy(tg)  # g_ema differs from g (as in a real checkpoint)
@@ -101,40 +103,45 @@ def setup():
     clip_params = convert_clip.convert_state_dict({k: v.numpy() for k, v in tclip.state_dict().items()},
                                                   model=clip_model).params
     nets = st.Networks(G, D, VGG19Features(last_layer=CONV4_4), clip_model)
-    state0 = st.create_finetune_state(source, HP, nets, vgg_params=vgg_params, clip_params=clip_params)
+    state0 = st.create_finetune_state(source, hp, nets, vgg_params=vgg_params, clip_params=clip_params)
     state0 = state0.replace(g_opt=_resumed(state0.g_opt), d_opt=_resumed(state0.d_opt))
     state0 = jax.device_get(state0)
 
-    step = jax.jit(lambda s, b, r: st.train_step(s, b, None, hparams=HP, nets=nets, randomness=r))
-    draw = jax.jit(lambda k: st.draw_randomness(k, HP, G, BATCH))
+    step = jax.jit(lambda s, b, r: st.train_step(s, b, None, hparams=hp, nets=nets, randomness=r))
+    draw = jax.jit(lambda k: st.draw_randomness(k, hp, G, BATCH))
     rng = np.random.default_rng(0)
-    batches = [{"real": rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32)} for _ in range(N_STEPS)]
-    randomness = [jax.device_get(draw(jax.random.key(i))) for i in range(N_STEPS)]
+    batches = [{"real": rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32)} for _ in range(n_steps)]
+    randomness = [jax.device_get(draw(jax.random.key(i))) for i in range(n_steps)]
 
     states, metrics = [], []
     state = jax.tree_util.tree_map(jnp.asarray, state0)
-    for i in range(N_STEPS):
+    for i in range(n_steps):
         state, m = step(state, batches[i], randomness[i])
         states.append(jax.device_get(state))
         metrics.append({k: float(v) for k, v in m.items()})
 
     torch_nets = dict(generator=tg, g_ema=tge, g_source=tsrc, discriminator=td, vgg=tvgg, clip=tclip)
-    lr_g, betas_g = HP.g_adam()
-    lr_d, betas_d = HP.d_adam()
+    lr_g, betas_g = hp.g_adam()
+    lr_d, betas_d = hp.d_adam()
     opts = dict(g_optim=ref_ft.adam_with_state(tg.parameters(), lr_g, betas_g, PRIOR_STEPS, NU),
                 d_optim=ref_ft.adam_with_state(td.parameters(), lr_d, betas_d, PRIOR_STEPS, NU))
-    want = ref_ft.finetune_iteration(torch_nets, opts, batches[0]["real"], randomness[0]._asdict(), hp=HP,
+    want = ref_ft.finetune_iteration(torch_nets, opts, batches[0]["real"], randomness[0]._asdict(), hp=hp,
                                      apply_r1=True, clip_image_size=CLIP_VISION["image_size"])
     torch_after = {
         "g": convert_sg.convert_generator(_sd(tg), G, source="torch", name="g")["params"],
         "g_ema": convert_sg.convert_generator(_sd(tge), G, source="torch", name="g_ema")["params"],
         "d": convert_sg.convert_discriminator(_sd(td), D, source="torch")["params"],
     }
-    return dict(G=G, source=source, state0=state0, states=states, metrics=metrics, torch_losses=want,
+    return dict(G=G, source=source, state0=state0, states=states, metrics=metrics, torch_losses=want, randomness=randomness,
                 torch_after=torch_after, step=step)
 
 
-def test_one_step_matches_pytorch(setup):
+@pytest.fixture(scope="module")
+def setup():
+    return _run(HP, N_STEPS)
+
+
+def _check_parity(setup):
     got, want = setup["metrics"][0], setup["torch_losses"]
     assert got["r1_applied"] == 1.0  # start_iter 6, every 3: the first step regularises
     for name in ("d", "r1", "g", "g_adv", "content", "clip", "patch"):
@@ -148,6 +155,20 @@ def test_one_step_matches_pytorch(setup):
             np.testing.assert_allclose(g_flat[k], t_flat[k], rtol=1e-6, atol=1e-5, err_msg=f"{net} {k}")
             moved += not np.array_equal(t_flat[k], b_flat[k])
         assert moved > 0, net  # the comparison is not between two unchanged trees
+
+
+def test_one_step_matches_pytorch(setup):
+    _check_parity(setup)
+
+
+@pytest.mark.slow
+def test_one_step_matches_pytorch_paper_mode():
+    """faithful_to="paper": content input (x + 1) / 2, per-image patch groups, shared G_s/G_t randomness."""
+    hp = dataclasses.replace(HP, faithful_to="paper")
+    run = _run(hp, 1)
+    r = run["randomness"][0]
+    assert int(r.s_inject) == int(r.g_inject) and all(np.array_equal(a, b) for a, b in zip(r.s_noise, r.g_noise))
+    _check_parity(run)
 
 
 def test_frozen_parameters_and_slots_never_change(setup):
