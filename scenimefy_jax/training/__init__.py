@@ -1,24 +1,7 @@
-"""Training of the translator (semi-supervised CUT, SPEC §2): the step lives in `i2i_step`."""
-from scenimefy_jax.training.i2i_step import (
-    NETWORKS,
-    EpochSchedule,
-    I2IHParams,
-    PatchIds,
-    TrainState,
-    create_train_state,
-    draw_patch_ids,
-    make_train_step,
-    train_step,
-)
+"""Training: the semi-supervised translation step (`i2i_step`) and job (`i2i`), the StyleGAN2
+fine-tuning step and job (`stylegan_step`, `stylegan_finetune`), and the machinery they share
+(`mesh`, `checkpointing`, `metrics`, `loop`).
 
-__all__ = [
-    "NETWORKS",
-    "EpochSchedule",
-    "I2IHParams",
-    "PatchIds",
-    "TrainState",
-    "create_train_state",
-    "draw_patch_ids",
-    "make_train_step",
-    "train_step",
-]
+Nothing is imported here eagerly, so `scenimefy_jax.training.mesh` (also used by inference) stays
+light; import the submodule you need.
+"""

@@ -77,6 +77,9 @@ class I2IHParams:
         if tuple(self.nce_layers) != NCE_LAYERS:
             # the projection heads are built for the five official taps
             raise ValueError(f"nce_layers must be {NCE_LAYERS}, got {self.nce_layers}")
+        if self.n_blocks < 5:
+            # tap 16 is the output of the fifth residual block (SPEC §1.6)
+            raise ValueError(f"n_blocks must be >= 5 so that nce layer 16 is a residual block, got {self.n_blocks}")
 
     @property
     def total_epochs(self) -> int:

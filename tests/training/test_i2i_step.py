@@ -204,3 +204,13 @@ def test_torch_instance_norm_channels_last_gradient_bug():
     x.grad = None
     (torch.nn.functional.instance_norm(x) * c.permute(0, 3, 1, 2).contiguous()).sum().backward()
     assert np.max(np.abs((channels_last - x.grad).numpy())) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [({"n_blocks": 4}, "n_blocks must be >= 5"), ({"faithful_to": "pytorch"}, "faithful_to"),
+     ({"nce_layers": (0, 4)}, "nce_layers")],
+)
+def test_bad_hyperparameters_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        S.I2IHParams(**kwargs)
