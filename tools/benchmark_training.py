@@ -11,6 +11,8 @@ is `tests/torch_reference/cut_training.training_iteration` (the official code's 
 only). Timings are medians after a warm-up, JAX and PyTorch interleaved so that background load
 affects both alike; `images_per_s` = batch / median step time; JAX compile time is reported apart.
 Cases are HxWxB; B > 1 runs JAX only (the official code supports batch 1 only, SPEC Q6).
+`--wgrads auto xla` compares the two formulations of the convolution kernel gradient
+(`scenimefy_jax.models.layers.conv2d`: shifted GEMMs on CPU vs XLA's own transpose rule).
 """
 from __future__ import annotations
 
@@ -90,6 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="*", help="HxWxB cases (default: 128x128x1 256x256x1 256x256x4)")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per case and framework")
     parser.add_argument("--dtypes", nargs="*", default=["float32"], help="JAX compute dtypes (float32, bfloat16)")
+    parser.add_argument("--wgrads", nargs="*", default=["auto"], help="conv kernel-gradient formulations (auto, xla)")
     parser.add_argument("--no-torch", action="store_true", help="JAX only")
     parser.add_argument("--output", default="", help="JSON path (default: benchmarks/training_<backend>.json)")
     args = parser.parse_args(argv)
@@ -97,12 +100,17 @@ def main(argv=None) -> int:
     import jax
     import torch
 
+    from scenimefy_jax.models import layers
+
+    default_min_channels = layers.WGRAD_MIN_CHANNELS
     torch.set_num_threads(os.cpu_count() or 1)
     backend = jax.default_backend()
     results = []
     for case in args.cases or ["128x128x1", "256x256x1", "256x256x4"]:
         h, w, b = (int(v) for v in case.split("x"))
-        for dtype in args.dtypes:
+        for dtype, wgrad in [(d, g) for d in args.dtypes for g in args.wgrads]:
+            # "xla": no convolution takes the GEMM kernel gradient (set before the step is traced).
+            layers.WGRAD_MIN_CHANNELS = default_min_channels if wgrad == "auto" else 1 << 30
             run_jax, compile_s = jax_runner(h, w, b, dtype)
             run_jax()  # warm-up
             with_torch = not args.no_torch and b == 1 and dtype == "float32" and backend == "cpu"
@@ -118,7 +126,8 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     run_torch()
                     torch_times.append(time.perf_counter() - t)
-            row = {"case": case, "height": h, "width": w, "batch": b, "dtype": dtype, "repeats": args.repeats,
+            row = {"case": case, "height": h, "width": w, "batch": b, "dtype": dtype, "conv_wgrad": wgrad,
+                   "repeats": args.repeats,
                    "jax_compile_s": round(compile_s, 2)}
             jax_s = statistics.median(jax_times)
             row.update(jax_step_s=round(jax_s, 3), jax_images_per_s=round(b / jax_s, 4))
