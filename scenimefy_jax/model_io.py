@@ -94,7 +94,10 @@ def load_model(directory: str | os.PathLike, *, expected_kind: str | None = None
             f"{directory}: not a scenimefy_jax model directory (expected params/ and metadata/ "
             "written by tools/convert_checkpoint.py or a training export)"
         )
-    with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    handler = ocp.CompositeCheckpointHandler(  # both items named, so reading one does not warn about the other
+        params=ocp.StandardCheckpointHandler(), metadata=ocp.JsonCheckpointHandler()
+    )
+    with _quiet_orbax(), ocp.Checkpointer(handler) as checkpointer:
         metadata = checkpointer.restore(directory, ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise ValueError(f"{directory}: metadata does not describe a {FORMAT} export")
@@ -107,9 +110,10 @@ def load_model(directory: str | os.PathLike, *, expected_kind: str | None = None
         # Restore onto the host as numpy: callers place parameters on their own mesh.
         item_meta = checkpointer.metadata(directory)
         tree = item_meta["params"] if isinstance(item_meta, dict) else item_meta.item_metadata["params"]
-        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
         params = checkpointer.restore(
             directory,
-            ocp.args.Composite(params=ocp.args.StandardRestore(restore_args)),
+            ocp.args.Composite(params=ocp.args.StandardRestore(target)),
         )["params"]
+    params = jax.tree_util.tree_map(np.asarray, params)
     return SavedModel(kind=metadata["kind"], params=params, metadata=metadata)
