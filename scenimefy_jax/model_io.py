@@ -10,30 +10,32 @@ leaves a half-written model behind under the final name.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
+import logging as py_logging
 import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 
 FORMAT = "scenimefy_jax.model"
 FORMAT_VERSION = 1
 
 
-@contextlib.contextmanager
-def _quiet_orbax():
-    """Orbax logs a dozen INFO lines per save/restore; a model file is one event for our users."""
-    previous = logging.get_verbosity()
-    logging.set_verbosity(min(previous, logging.WARNING))  # absl: larger = more verbose
-    try:
-        yield
-    finally:
-        logging.set_verbosity(previous)
+class _QuietOrbax(py_logging.Filter):
+    """Drops Orbax's INFO chatter (dozens of lines per save/restore); its warnings and errors still show."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return record.levelno >= py_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+    """Installs (once) the filter that hides Orbax's INFO logs; used by model export and training."""
+    logger = py_logging.getLogger("absl")
+    if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+        logger.addFilter(_QuietOrbax())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +74,8 @@ def save_model(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     params = jax.tree_util.tree_map(np.asarray, params)
-    with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    quiet_orbax_logs()
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         checkpointer.save(
             directory,
             ocp.args.Composite(params=ocp.args.StandardSave(params), metadata=ocp.args.JsonSave(metadata)),
@@ -94,10 +97,11 @@ def load_model(directory: str | os.PathLike, *, expected_kind: str | None = None
             f"{directory}: not a scenimefy_jax model directory (expected params/ and metadata/ "
             "written by tools/convert_checkpoint.py or a training export)"
         )
+    quiet_orbax_logs()
     handler = ocp.CompositeCheckpointHandler(  # both items named, so reading one does not warn about the other
         params=ocp.StandardCheckpointHandler(), metadata=ocp.JsonCheckpointHandler()
     )
-    with _quiet_orbax(), ocp.Checkpointer(handler) as checkpointer:
+    with ocp.Checkpointer(handler) as checkpointer:
         metadata = checkpointer.restore(directory, ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise ValueError(f"{directory}: metadata does not describe a {FORMAT} export")

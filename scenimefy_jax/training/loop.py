@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scenimefy_jax.model_io import quiet_orbax_logs
 from scenimefy_jax.training import checkpointing, mesh as mesh_lib, metrics as metrics_lib
 
 _log = py_logging.getLogger(__name__)
@@ -96,19 +97,6 @@ StepHook = Callable[[int, State, Mapping[str, np.ndarray]], bool | None]
 """`hook(step, state, host_batch)` after each step; returning True stops the loop like a preemption."""
 
 
-class _QuietOrbax(py_logging.Filter):
-    """Drops Orbax's INFO chatter (dozens of lines per checkpoint); its warnings and errors still show."""
-
-    def filter(self, record: py_logging.LogRecord) -> bool:
-        return record.levelno >= py_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
-
-
-def _quiet_orbax() -> None:
-    logger = py_logging.getLogger("absl")
-    if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
-        logger.addFilter(_QuietOrbax())
-
-
 def _as_inputs(values: Mapping[str, float]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in values.items()}
 
@@ -123,7 +111,7 @@ def train(
     writer: metrics_lib.MetricWriter | None = None,
 ) -> TrainResult:
     """Trains `task` on `dataset` (an iterable of this host's batches with resumable iterator state)."""
-    _quiet_orbax()
+    quiet_orbax_logs()
     mesh = mesh or mesh_lib.make_mesh()
     mesh_lib.check_global_batch(config.global_batch, mesh)
     replicated = mesh_lib.replicated(mesh)
