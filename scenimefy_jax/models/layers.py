@@ -98,61 +98,121 @@ WGRAD_MIN_CHANNELS = 16
 """Below this many input channels XLA's own weight gradient is as fast (measured on 3-channel 7x7)."""
 
 
-def _lax_conv(x, kernel, padding):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_DIMS)
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_gemm_wgrad(x, kernel, padding):
-    return _lax_conv(x, kernel, padding)
+def _lax_conv(x, kernel, padding, stride=(1, 1), lhs_dilation=(1, 1)):
+    return jax.lax.conv_general_dilated(
+        x, kernel, stride, padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMS)
 
 
-def _conv_gemm_wgrad_fwd(x, kernel, padding):
-    return _lax_conv(x, kernel, padding), (x, kernel)
+def _transpose_geometry(n: int, k: int, s: int, d: int, pad: tuple[int, int]) -> tuple[int, int]:
+    """Padding of the convolution that computes the input gradient along one axis.
+
+    Forward, per axis: `y[o] = sum_t xp[s o + t] K[t]` where `xp` is `x` dilated by `d` and padded by
+    `pad`. Its transpose is again a convolution, of `dy` dilated by `s` with the flipped kernel, window
+    stride `d`, low pad `k - 1 - p0` and the high pad returned here (so that it yields `n` samples).
+    """
+    p0, p1 = pad
+    length = d * (n - 1) + 1 + p0 + p1
+    n_out = (length - k) // s + 1
+    lo = k - 1 - p0
+    hi = d * (n - 1) + p0 - s * (n_out - 1)
+    return lo, hi
 
 
-def _conv_gemm_wgrad_bwd(padding, residuals, dy):
-    """Input gradient as XLA transposes it; weight gradient as k*k GEMMs over shifted inputs.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_gemm(x, kernel, padding, stride, lhs_dilation):
+    return _lax_conv(x, kernel, padding, stride, lhs_dilation)
 
-    `dW[i, j] = sum_{b,h,w} x_pad[b, h+i, w+j, :]^T dy[b, h, w, :]`: one `[C_in, N] @ [N, C_out]`
-    matrix product per kernel tap. XLA:CPU lowers the weight gradient of a convolution to a slow
-    loop nest (2-4.5x slower than PyTorch's); these GEMMs run at PyTorch's speed (benchmarks/).
+
+def _conv_gemm_fwd(x, kernel, padding, stride, lhs_dilation):
+    return _lax_conv(x, kernel, padding, stride, lhs_dilation), (x, kernel)
+
+
+def _conv_gemm_bwd(padding, stride, lhs_dilation, residuals, dy):
+    """Input gradient as the transposed convolution (itself a `conv2d`, so a second derivative, as
+    in R1, again takes the GEMM path); kernel gradient as one GEMM per kernel tap.
+
+    Stride `s`, no dilation: `dW[i, j] = sum_{b,h,w} xp[b, s h + i, s w + j, :]^T dy[b, h, w, :]`.
+    Dilation `d` (a transposed convolution), stride 1: only the real samples of the dilated input
+    contribute, `dW[i, j] = sum_{b,h,w} x[b, h, w, :]^T dy[b, d h + p0 - i, d w + q0 - j, :]`
+    (zero outside `dy`), so no product ever touches an inserted zero. Each tap is a
+    `[C_in, N] @ [N, C_out]` matrix product: XLA:CPU lowers a convolution's kernel gradient to a
+    slow loop nest (2-4.5x slower than PyTorch's for plain convolutions, ~140x for the transposed
+    ones of StyleGAN2's upsampling layers; see benchmarks/), these GEMMs run at PyTorch's speed.
     """
     x, kernel = residuals
     kh, kw, c_in, c_out = kernel.shape
-    (dx,) = jax.linear_transpose(lambda v: _lax_conv(v, kernel, padding), x)(dy)
-    (p0, p1), (q0, q1) = padding
-    xp = jnp.pad(x, ((0, 0), (p0, p1), (q0, q1), (0, 0)))
+    b, h, w, _ = x.shape
+    (sh, sw), (dh, dw_) = stride, lhs_dilation
+    # Input gradient: flipped kernel with in/out swapped, strides and dilations exchanged.
+    geo = (_transpose_geometry(h, kh, sh, dh, padding[0]), _transpose_geometry(w, kw, sw, dw_, padding[1]))
+    if min(min(g) for g in geo) < 0:
+        (dx,) = jax.linear_transpose(lambda v: _lax_conv(v, kernel, padding, stride, lhs_dilation), x)(dy)
+    else:
+        flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+        dx = conv2d(dy, flipped, geo, stride=lhs_dilation, lhs_dilation=stride)
     ho, wo = dy.shape[1], dy.shape[2]
-    d2 = dy.reshape(-1, c_out)
-    taps = [
-        jnp.einsum("nc,nd->cd", xp[:, i : i + ho, j : j + wo, :].reshape(-1, c_in), d2,
-                   preferred_element_type=jnp.float32)
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    dw = jnp.stack(taps).reshape(kh, kw, c_in, c_out).astype(kernel.dtype)
-    return dx, dw
+    if (dh, dw_) == (1, 1):
+        (p0, p1), (q0, q1) = padding
+        xp = jnp.pad(x, ((0, 0), (p0, p1), (q0, q1), (0, 0)))
+        def tap(i, j):
+            patch = jax.lax.slice(xp, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c_in),
+                                  (1, sh, sw, 1))
+            return jnp.einsum("nc,nd->cd", patch.reshape(-1, c_in), dy.reshape(-1, c_out),
+                              preferred_element_type=jnp.float32)
+    else:
+        (p0, _), (q0, _) = padding
+        lo_h, lo_w = kh - 1, kw - 1
+        hi_h = max(0, p0 + dh * (h - 1) + 1 - ho)
+        hi_w = max(0, q0 + dw_ * (w - 1) + 1 - wo)
+        dyp = jnp.pad(dy, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+        x2 = x.reshape(-1, c_in)
+        def tap(i, j):
+            r0, c0 = p0 - i + lo_h, q0 - j + lo_w
+            patch = jax.lax.slice(dyp, (0, r0, c0, 0), (b, r0 + dh * (h - 1) + 1, c0 + dw_ * (w - 1) + 1, c_out),
+                                  (1, dh, dw_, 1))
+            return jnp.einsum("nc,nd->cd", x2, patch.reshape(-1, c_out), preferred_element_type=jnp.float32)
+    dw = jnp.stack([tap(i, j) for i in range(kh) for j in range(kw)]).reshape(kh, kw, c_in, c_out)
+    return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
-_conv_gemm_wgrad.defvjp(_conv_gemm_wgrad_fwd, _conv_gemm_wgrad_bwd)
+_conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, padding, wgrad: str = "auto") -> jax.Array:
-    """Stride-1 NHWC convolution with explicit padding `((top, bottom), (left, right))`.
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    padding,
+    wgrad: str = "auto",
+    *,
+    stride: int | tuple[int, int] = 1,
+    lhs_dilation: int | tuple[int, int] = 1,
+) -> jax.Array:
+    """NHWC x HWIO convolution with explicit non-negative padding `((top, bottom), (left, right))`,
+    window `stride` and input dilation (`lhs_dilation` 2 = zero insertion: a stride-2 transposed
+    convolution with the flipped kernel). Not both a stride and a dilation above 1.
 
-    `wgrad` picks how the kernel gradient is computed: "xla" (XLA's transpose rule), "gemm" (shifted
-    matrix products, see `_conv_gemm_wgrad_bwd`), or "auto": "gemm" on CPU for kernels with at least
-    `WGRAD_MIN_CHANNELS` input channels, "xla" elsewhere (GPU/TPU convolution libraries are fast).
-    Both give the same gradients up to float32 summation order.
+    `wgrad` picks how the kernel gradient is computed: "xla" (XLA's transpose rule), "gemm" (matrix
+    products per kernel tap, see `_conv_gemm_bwd`), or "auto": "gemm" on CPU for kernels with at
+    least `WGRAD_MIN_CHANNELS` input channels, "xla" elsewhere (GPU/TPU convolution libraries are
+    fast). Both give the same gradients, first and second order, up to float32 summation order.
     """
+    stride, lhs_dilation = _pair(stride), _pair(lhs_dilation)
+    padding = tuple(_pair(p) for p in padding)
     if wgrad == "auto":
         wgrad = "gemm" if jax.default_backend() == "cpu" and kernel.shape[2] >= WGRAD_MIN_CHANNELS else "xla"
     if wgrad == "gemm":
-        return _conv_gemm_wgrad(x, kernel, tuple(tuple(p) for p in padding))
+        if max(stride) > 1 and max(lhs_dilation) > 1:
+            raise ValueError("conv2d: a stride and an input dilation together are not supported")
+        if min(min(p) for p in padding) < 0:
+            raise ValueError(f"conv2d: padding must be non-negative, got {padding}")
+        return _conv_gemm(x, kernel, padding, stride, lhs_dilation)
     if wgrad != "xla":
         raise ValueError(f"wgrad must be 'auto', 'gemm' or 'xla', got {wgrad!r}")
-    return _lax_conv(x, kernel, padding)
+    return _lax_conv(x, kernel, padding, stride, lhs_dilation)
 
 
 class Conv(nn.Module):

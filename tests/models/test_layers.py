@@ -62,22 +62,54 @@ def test_instance_norm_per_sample_and_channel():
     np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + 1e-5), atol=1e-5)
 
 
-@pytest.mark.parametrize("shape,k,pad", [((2, 9, 11, 20), 3, (1, 1)), ((1, 12, 10, 16), 4, (1, 1)), ((1, 8, 8, 32), 7, (3, 3))])
-def test_gemm_weight_gradient_equals_xla(shape, k, pad):
-    """The GEMM formulation of the kernel gradient (and the input gradient it keeps) vs XLA's."""
+@pytest.mark.parametrize(
+    "shape,k,padding,stride,dilation",
+    [
+        ((2, 9, 11, 20), 3, ((1, 1), (1, 1)), 1, 1),  # translator / StyleGAN2 3x3
+        ((1, 12, 10, 16), 4, ((1, 1), (1, 1)), 1, 1),  # PatchGAN 4x4
+        ((1, 8, 8, 32), 7, ((3, 3), (3, 3)), 1, 1),  # translator stem
+        ((2, 9, 11, 20), 3, ((0, 0), (0, 0)), 2, 1),  # StyleGAN2 D conv2 (odd input after the blur)
+        ((2, 10, 10, 20), 3, ((0, 0), (0, 0)), 2, 1),  # even input: the last row is never read
+        ((1, 5, 5, 17), 1, ((0, 0), (0, 0)), 2, 1),  # D skip 1x1 stride 2
+        ((2, 7, 6, 20), 3, ((2, 2), (2, 2)), 1, 2),  # StyleGAN2 upsampling conv (transposed, stride 2)
+        ((2, 6, 6, 20), 3, ((1, 0), (2, 1)), 1, 2),  # asymmetric padding with dilation
+    ],
+)
+def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation):
+    """The GEMM kernel gradient and the transposed-convolution input gradient vs XLA's own rules, to
+    first order and to second order (an R1-style penalty: grad wrt the kernel of |grad wrt x|^2).
+    Tolerance: 1e-4 of the largest gradient (float32 summation-order differences only)."""
     import jax
 
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 24)) / k, jnp.float32)
-    padding = (pad, pad)
-    y = layers.conv2d(x, w, padding, "xla")
+    conv = lambda mode: lambda x, w: layers.conv2d(x, w, padding, mode, stride=stride, lhs_dilation=dilation)  # noqa: E731
+    y = conv("xla")(x, w)
     cot = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    loss = lambda mode: lambda x, w: jnp.sum(layers.conv2d(x, w, padding, mode) * cot)  # noqa: E731
+
+    def close(got, want):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-4 * float(np.max(np.abs(want))))
+
+    close(conv("gemm")(x, w), y)
+    loss = lambda mode: lambda x, w: jnp.sum(conv(mode)(x, w) * cot)  # noqa: E731
     want = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
     got = jax.jit(jax.grad(loss("gemm"), argnums=(0, 1)))(x, w)
-    np.testing.assert_allclose(np.asarray(layers.conv2d(x, w, padding, "gemm")), np.asarray(y), atol=1e-5)
     for g, r in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=1e-4 * float(np.max(np.abs(r))))
+        close(g, r)
+
+    def r1(mode):
+        return lambda w, x: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(mode)(x, w))))(x) ** 2)
+
+    close(jax.jit(jax.grad(r1("gemm")))(w, x), jax.grad(r1("xla"))(w, x))
+
+
+def test_conv2d_rejects_bad_options():
+    x = jnp.zeros((1, 8, 8, 16))
+    w = jnp.zeros((3, 3, 16, 4))
     with pytest.raises(ValueError, match="wgrad"):
-        layers.conv2d(x, w, padding, "fast")
+        layers.conv2d(x, w, ((1, 1), (1, 1)), "fast")
+    with pytest.raises(ValueError, match="stride and an input dilation"):
+        layers.conv2d(x, w, ((1, 1), (1, 1)), "gemm", stride=2, lhs_dilation=2)
+    with pytest.raises(ValueError, match="non-negative"):
+        layers.conv2d(x, w, ((-1, 1), (1, 1)), "gemm")
