@@ -63,6 +63,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.lr = 0.002  # base lr: G 0.0016, betas (0, 0.99**0.8); D 0.002*16/17, (0, 0.99**(16/17))
     config.model.ema_decay = 0.5 ** (32 / 10000)  # G_ema decay per step
     config.model.start_iter = -1  # source iteration (R1 phase); -1: parse from the file name (220000)
+    config.model.resume_optimizers = True  # continue the source's Adam states (g_optim/d_optim) when it has them
     config.conv_impl = "batched"  # modulated conv implementation: "batched" (fast on CPU), "grouped", "vmap"
 
     # ---- the demo source generator (used only without source_checkpoint, on the demo data) -----

@@ -4,15 +4,19 @@ A rosinality `.pt` is a dict `{"g_ema", "g", "d", "g_optim", "d_optim", "args", 
 `g_ema` is required here). Every tensor key of SPEC §3.1-3.2 is loaded strictly, unlike the official
 `load_state_dict(strict=False)` (quirk P4): a missing, unexpected or mis-shaped key is refused by name.
 The fixed blur buffers are verified against their closed form, and the stored `noises.noise_*` buffers
-are kept as the generator's fixed noise. Optimiser states, `args` and `ada_aug_p` are accepted but not
-converted.
+are kept as the generator's fixed noise. The Adam states `g_optim` / `d_optim` (which the official
+fine-tuning script resumes, SPEC §4.2) are converted too; `args` and `ada_aug_p` are accepted and dropped.
 
 Result (`ConvertedModel.params`): `{"g_ema": {"params", "noises"}, "g": {...}, "d": {"params"}}` (the
-networks present in the file), each directly usable as `Generator.apply(variables, ...)`.
-The architecture is inferred from the tensor shapes (size, style_dim, n_mlp, channels).
+networks present in the file), each directly usable as `Generator.apply(variables, ...)`, plus
+`{"g_optim", "d_optim": {"exp_avg", "exp_avg_sq", "step"}}` when the file has them: three trees shaped
+like the network's `params` (Adam's first and second moments in the Flax layout, and each parameter's
+step count). The architecture is inferred from the tensor shapes (size, style_dim, n_mlp, channels);
+`architecture["optimizers"]` records each optimiser's lr / betas / eps.
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Mapping
 
@@ -29,8 +33,10 @@ from scenimefy_jax.models import stylegan2 as sg
 from scenimefy_jax.models.upfirdn import make_kernel
 
 KIND = "stylegan2"
+_log = logging.getLogger(__name__)
 NETWORKS = ("g_ema", "g", "d")
-IGNORED_ENTRIES = ("g_optim", "d_optim", "args", "ada_aug_p", "latent_avg")
+OPTIMIZERS = {"g_optim": "g", "d_optim": "d"}  # optimiser entry -> the network it steps
+IGNORED_ENTRIES = ("args", "ada_aug_p", "latent_avg")
 
 
 def torch_key(path: tuple[str, ...]) -> str:
@@ -185,12 +191,78 @@ def convert_generator(sd: Mapping[str, np.ndarray], model: sg.Generator, *, sour
     return {"params": params, "noises": noises}
 
 
-def convert_discriminator(sd: Mapping[str, np.ndarray], model: sg.Discriminator, *, source: str) -> dict:
+def convert_discriminator(sd: Mapping[str, np.ndarray], model: sg.Discriminator, *, source: str, name: str = "d") -> dict:
     leaves, shapes = discriminator_shapes(model)
-    check_state_dict(sd, shapes, source=f"{source} [d]", kind=KIND)
+    check_state_dict(sd, shapes, source=f"{source} [{name}]", kind=KIND)
     for key, value in _buffers_discriminator(model).items():
-        check_fixed_buffer(sd[key], value, key=f"d.{key}", source=source)
+        check_fixed_buffer(sd[key], value, key=f"{name}.{key}", source=source)
     return {"params": _nest({p: to_flax(p, sd[torch_key(p)]) for p in leaves})}
+
+
+def buffer_keys(model: sg.Generator | sg.Discriminator) -> set[str]:
+    """State-dict keys of `model` that are buffers, not parameters (blur kernels, stored noise)."""
+    if isinstance(model, sg.Discriminator):
+        return set(_buffers_discriminator(model))
+    return set(_buffers_generator(model)) | {f"noises.noise_{i}" for i in range(model.num_layers)}
+
+
+def convert_adam_state(
+    optimizer: Any,
+    net_sd: Mapping[str, np.ndarray],
+    model: sg.Generator | sg.Discriminator,
+    *,
+    source: str,
+    name: str,
+) -> tuple[dict, dict]:
+    """A `torch.optim.Adam.state_dict()` over `model.parameters()` -> (`{"exp_avg", "exp_avg_sq",
+    "step"}` trees shaped like the network's params, `{"lr", "betas", "eps", "weight_decay"}`).
+
+    torch numbers the parameters of an optimiser in `parameters()` order, which is the state-dict
+    order without the buffers (both walk the modules depth first), so index i of the single parameter
+    group is the i-th parameter key of `net_sd` (the network saved beside it in the same file). The
+    moments go through the network's own converter, so they get the parameters' layouts and the same
+    strict name/shape check. A parameter without state (never stepped) gets zero moments and step 0.
+    """
+    if not isinstance(optimizer, Mapping) or not {"state", "param_groups"} <= set(optimizer):
+        raise CheckpointError(f"{source}: entry {name!r} is not a torch optimiser state dict "
+                              "(expected 'state' and 'param_groups')")
+    groups = optimizer["param_groups"]
+    if not isinstance(groups, (list, tuple)) or len(groups) != 1 or "params" not in groups[0]:
+        raise CheckpointError(f"{source}: {name} must hold exactly one parameter group (rosinality's Adam), "
+                              f"found {len(groups) if isinstance(groups, (list, tuple)) else groups!r}")
+    group = groups[0]
+    if group.get("amsgrad", False):
+        raise CheckpointError(f"{source}: {name} is an AMSGrad Adam state; only plain Adam is supported")
+    keys = [k for k in net_sd if k not in buffer_keys(model)]
+    indices = list(group["params"])
+    if len(indices) != len(keys):
+        raise CheckpointError(
+            f"{source}: {name} steps {len(indices)} parameters but the network {OPTIMIZERS[name]!r} beside it has "
+            f"{len(keys)}: the optimiser state does not belong to this network")
+    state = optimizer["state"]
+    converted, steps = {}, {}
+    for field in ("exp_avg", "exp_avg_sq"):
+        pseudo = dict(net_sd)
+        for index, key in zip(indices, keys):
+            entry = state.get(index)
+            if entry is None:  # never stepped: torch would start this parameter's moments at zero
+                pseudo[key] = np.zeros_like(net_sd[key])
+                steps[key] = 0
+                continue
+            if not isinstance(entry, Mapping) or field not in entry or "step" not in entry:
+                raise CheckpointError(f"{source}: {name} state of parameter {index} ({key}) lacks {field!r}/'step'")
+            pseudo[key] = np.asarray(entry[field], np.float32)
+            steps[key] = int(np.asarray(entry["step"]))
+        label = f"{name}.{field}"
+        if isinstance(model, sg.Discriminator):
+            converted[field] = convert_discriminator(pseudo, model, source=source, name=label)["params"]
+        else:
+            converted[field] = convert_generator(pseudo, model, source=source, name=label)["params"]
+    leaves = _leaf_shapes(converted["exp_avg"])
+    converted["step"] = _nest({p: np.asarray(steps[torch_key(p)], np.int32) for p in leaves})
+    hparams = {"lr": float(group.get("lr", float("nan"))), "betas": [float(b) for b in group.get("betas", ())],
+               "eps": float(group.get("eps", float("nan"))), "weight_decay": float(group.get("weight_decay", 0.0))}
+    return converted, hparams
 
 
 def _state_dict(entry: Any, name: str, source: str) -> dict[str, np.ndarray]:
@@ -204,22 +276,36 @@ def _state_dict(entry: Any, name: str, source: str) -> dict[str, np.ndarray]:
 def convert_checkpoint(checkpoint: Any, source: str = "<checkpoint>", *, lr_mlp: float = 0.01) -> registry.ConvertedModel:
     if not isinstance(checkpoint, Mapping) or "g_ema" not in checkpoint:
         raise CheckpointError(f"{source}: a rosinality StyleGAN2 checkpoint is a dict with a 'g_ema' entry")
-    unknown = sorted(set(checkpoint) - set(NETWORKS) - set(IGNORED_ENTRIES))
+    unknown = sorted(set(checkpoint) - set(NETWORKS) - set(OPTIMIZERS) - set(IGNORED_ENTRIES))
     if unknown:
         raise CheckpointError(
             f"{source}: unexpected top-level entries {unknown}; expected {list(NETWORKS)} and optionally "
-            f"{list(IGNORED_ENTRIES)}"
+            f"{list(OPTIMIZERS) + list(IGNORED_ENTRIES)}"
         )
     g_ema = _state_dict(checkpoint["g_ema"], "g_ema", source)
     arch = infer_architecture(g_ema, source, lr_mlp=lr_mlp)
     generator = generator_from_architecture(arch)
     variables = {"g_ema": convert_generator(g_ema, generator, source=source, name="g_ema")}
+    models = {"g": generator, "d": discriminator_from_architecture(arch)}
+    state_dicts = {}
     if "g" in checkpoint:
-        variables["g"] = convert_generator(_state_dict(checkpoint["g"], "g", source), generator, source=source, name="g")
+        state_dicts["g"] = _state_dict(checkpoint["g"], "g", source)
+        variables["g"] = convert_generator(state_dicts["g"], generator, source=source, name="g")
     if "d" in checkpoint:
-        d = discriminator_from_architecture(arch)
-        variables["d"] = convert_discriminator(_state_dict(checkpoint["d"], "d", source), d, source=source)
-    return registry.ConvertedModel(kind=KIND, params=variables, architecture={**arch, "networks": sorted(variables)})
+        state_dicts["d"] = _state_dict(checkpoint["d"], "d", source)
+        variables["d"] = convert_discriminator(state_dicts["d"], models["d"], source=source)
+    optimizers = {}
+    for name, net in OPTIMIZERS.items():
+        if name not in checkpoint:
+            continue
+        if net not in state_dicts:  # unusable without its network; the networks themselves still convert
+            _log.warning("%s: ignoring %r: the file has no %r network for it to belong to", source, name, net)
+            continue
+        variables[name], optimizers[name] = convert_adam_state(
+            checkpoint[name], state_dicts[net], models[net], source=source, name=name)
+    networks = sorted(k for k in variables if k not in OPTIMIZERS)
+    architecture = {**arch, "networks": networks, **({"optimizers": optimizers} if optimizers else {})}
+    return registry.ConvertedModel(kind=KIND, params=variables, architecture=architecture)
 
 
 def _matches(checkpoint: Any) -> bool:

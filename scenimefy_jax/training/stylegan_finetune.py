@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from scenimefy_jax import model_io
 from scenimefy_jax.convert import stylegan2 as convert_sg
@@ -43,7 +44,7 @@ _log = py_logging.getLogger(__name__)
 def hparams_from_config(model_config, **overrides) -> st.FinetuneHParams:
     fields = {f.name for f in dataclasses.fields(st.FinetuneHParams)}
     values = {k: v for k, v in model_config.items() if k in fields}
-    unknown = sorted(set(model_config.keys()) - fields - {"init_from"})
+    unknown = sorted(set(model_config.keys()) - fields - {"init_from", "resume_optimizers"})
     if unknown:
         raise ValueError(f"config.model has keys the step does not know: {', '.join(unknown)}")
     values.update(overrides)
@@ -179,7 +180,7 @@ def export_generator(state: st.FinetuneState, directory: str, *, architecture: d
         "g": {"params": state.g, "noises": state.noises["g"]},
         "d": {"params": state.d},
     }
-    arch = {k: v for k, v in architecture.items() if k != "networks"}
+    arch = {k: v for k, v in architecture.items() if k not in ("networks", "optimizers")}
     return model_io.save_model(directory, kind=convert_sg.KIND, params=tree,
                                architecture={**arch, "networks": sorted(tree)}, source=source, overwrite=True)
 
@@ -237,6 +238,25 @@ def pretrain_demo_source(config, arch: dict, photos: str) -> str:
     return out
 
 
+def _adam_count(opt_state) -> int:
+    counts = [int(x.count) for x in jax.tree_util.tree_leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)) if isinstance(x, optax.ScaleByAdamState)]
+    return max(counts, default=0)
+
+
+def _check_optimizer_hparams(saved: dict, hp: st.FinetuneHParams) -> None:
+    """PyTorch's `optimizer.load_state_dict` also restores the saved lr/betas (SPEC §4.4): say so when
+    the source's differ from the configured ones, which are the ones used here."""
+    for name, (lr, betas) in (("g_optim", hp.g_adam()), ("d_optim", hp.d_adam())):
+        if name not in saved:
+            continue
+        got_lr, got_betas = saved[name].get("lr"), tuple(saved[name].get("betas", ()))
+        if not (np.isclose(got_lr, lr, rtol=1e-6) and np.allclose(got_betas, betas, rtol=1e-6)):
+            _log.warning("%s of the source has lr %s betas %s; this run uses the configured lr %s betas %s "
+                         "(the official script would continue with the saved ones: set model.lr/d_reg_every/"
+                         "g_reg_every to match)", name, got_lr, got_betas, lr, betas)
+
+
 def _grid_z(config, style_dim: int) -> np.ndarray:
     return np.random.default_rng(config.grid_seed).standard_normal((config.grid_images, style_dim)).astype(np.float32)
 
@@ -288,8 +308,17 @@ def run(config) -> int:
             raise ValueError("model.lambda_clip / lambda_patch > 0 need clip_model (a Hugging Face CLIP folder)")
     nets = st.Networks(G, D, VGG19Features(last_layer=CONV4_4) if hp.uses_vgg else None, clip_model)
     init_from = config.model.init_from
+    resume = bool(config.model.resume_optimizers) and "g_optim" in tree and "d_optim" in tree
+    if resume:
+        _check_optimizer_hparams(arch.get("optimizers", {}), hp)
+    else:
+        _log.info("Adam starts fresh (%s)", "model.resume_optimizers=False" if not config.model.resume_optimizers
+                  else f"{source_path} holds no g_optim/d_optim states")
     state = st.create_finetune_state(tree, hp, nets, vgg_params=vgg_params, clip_params=clip_params,
-                                     init_from=init_from)
+                                     init_from=init_from, resume_optimizers=resume)
+    if resume:
+        _log.info("resumed the source's Adam states (G count %d, D count %d), as the official script does",
+                  _adam_count(state.g_opt), _adam_count(state.d_opt))
     del tree
     folder = config.data.folder or demo_folders["anime"]
     dataset, plan = _dataset(config, folder, config.seed)

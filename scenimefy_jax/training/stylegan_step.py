@@ -185,14 +185,16 @@ def create_finetune_state(
     vgg_params: Any = None,
     clip_params: Any = None,
     init_from: str = "g",
+    resume_optimizers: bool = True,
 ) -> FinetuneState:
     """The state at the start of fine-tuning from a converted rosinality checkpoint (host arrays).
 
-    `source`: `{"g_ema": {"params", "noises"}, "g": {...}, "d": {"params"}}` (`convert/stylegan2.py`).
+    `source`: `{"g_ema": {"params", "noises"}, "g": {...}, "d": {"params"}}` (`convert/stylegan2.py`),
+    optionally with the converted Adam states `"g_optim"`, `"d_optim"`.
     Official (`init_from="g"`): G_t <- `g`, D <- `d`, G_ema <- `g_ema`, G_s <- `g_ema` (frozen).
     `init_from="g_ema"` starts G_t from `g_ema` instead (then G_t's frozen layers equal G_s's).
-    Adam states start fresh (the official script resumes the LHQ optimiser states; their conversion
-    is not implemented, see docs/stylegan2.md).
+    With `resume_optimizers` and both optimiser states in `source`, Adam resumes them as the official
+    script does (SPEC §4.2; see `resume_adam`); otherwise Adam starts fresh.
     """
     if init_from not in INIT_FROM:
         raise ValueError(f"init_from must be one of {INIT_FROM}, got {init_from!r}")
@@ -209,13 +211,18 @@ def create_finetune_state(
     g = as_np(source[init_from]["params"])
     d = as_np(source["d"]["params"])
     labels = freeze_labels(g, nets.G, hp.freeze_g)
+    g_opt = g_optimizer(hp, labels).init(g)
+    d_opt = d_optimizer(hp).init(d)
+    if resume_optimizers and "g_optim" in source and "d_optim" in source:
+        g_opt = resume_adam(g_opt, source["g_optim"], labels)
+        d_opt = resume_adam(d_opt, source["d_optim"])
     return FinetuneState(
         step=np.zeros((), np.int32),
         g=g,
         g_ema=as_np(source["g_ema"]["params"]),
         d=d,
-        g_opt=jax.device_get(g_optimizer(hp, labels).init(g)),
-        d_opt=jax.device_get(d_optimizer(hp).init(d)),
+        g_opt=jax.device_get(g_opt),
+        d_opt=jax.device_get(d_opt),
         frozen={
             "g_s": as_np(source["g_ema"]["params"]),
             "vgg": as_np(vgg_params) if hp.uses_vgg else {},
@@ -227,6 +234,43 @@ def create_finetune_state(
             "g_s": as_np(source["g_ema"]["noises"]),
         },
     )
+
+
+def resume_adam(opt_state: Any, converted: Mapping[str, Any], labels: Mapping[str, Any] | None = None) -> Any:
+    """`opt_state` (an optax Adam or FreezeG `multi_transform` state from `.init`) with the moments and
+    step count of a converted torch Adam state (`{"exp_avg", "exp_avg_sq", "step"}`, see
+    `convert.stylegan2.convert_adam_state`).
+
+    torch keeps a step count per parameter, optax one per optimiser: the count is the largest step of
+    the trained leaves (those labelled "train" in `labels`, all when None). Frozen leaves have no
+    slots here (`set_to_zero`), so their moments, carried unused by the official optimiser, are dropped.
+    """
+    steps = jax.tree_util.tree_leaves(converted["step"] if labels is None else jax.tree_util.tree_map(
+        lambda lab, s: s if lab == "train" else None, labels, converted["step"]))
+    count = int(max((int(np.asarray(s)) for s in steps), default=0))
+
+    def moments(slot, source):
+        def take(m, c):
+            if isinstance(m, optax.MaskedNode):
+                return m
+            if np.shape(m) != np.shape(c):
+                raise ValueError(f"converted Adam moment of shape {np.shape(c)} for a parameter of shape {np.shape(m)}")
+            return np.asarray(c, np.float32)
+
+        return jax.tree_util.tree_map(take, slot, source, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+    def fix(x):
+        if isinstance(x, optax.ScaleByAdamState):
+            return x._replace(count=np.asarray(count, np.int32), mu=moments(x.mu, converted["exp_avg"]),
+                              nu=moments(x.nu, converted["exp_avg_sq"]))
+        return x
+
+    found = []
+    out = jax.tree_util.tree_map(lambda x: found.append(1) or fix(x), opt_state,
+                                 is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+    if not found:
+        raise ValueError("resume_adam: the optimiser state holds no Adam state")
+    return out
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -410,6 +454,6 @@ def render_fixed(G: sg.Generator, params, noises, z: jax.Array) -> jax.Array:
 
 __all__ = [
     "FAITHFUL_TO", "FinetuneHParams", "FinetuneState", "Networks", "StepRandomness", "create_finetune_state",
-    "d_optimizer", "draw_randomness", "freeze_labels", "g_optimizer", "r1_due", "render_fixed",
+    "d_optimizer", "draw_randomness", "freeze_labels", "g_optimizer", "r1_due", "render_fixed", "resume_adam",
     "train_step", "trainable_modules",
 ]

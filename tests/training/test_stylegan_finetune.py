@@ -4,9 +4,11 @@ with resume.
 
 Small config: 16 px generator (channels 16/16/8, style_dim 16, 2 mapping layers), FreezeG = 1 (the last
 of its two resolution blocks trains), batch 4, 4 crops of 8 px, a 1-layer CLIP ViT on 16 px inputs,
-the full VGG19 up to conv4_4. Both sides start from Adam states with 100 previous steps and a constant
-second moment (a resumed optimiser, as the official script resumes the LHQ states), so the update is
-a smooth function of the gradient. Tolerances (float32): losses 1e-4 relative; parameters after the
+the full VGG19 up to conv4_4. Both sides resume Adam states as the official script resumes the LHQ
+ones: torch Adam states with 100 previous steps (37 for the frozen G parameters) and random per-element
+moments (second moments in [0.5, 1.5] x 1e-4, so the update is a smooth function of the gradient),
+converted for JAX by `convert_adam_state` from their `state_dict()`, which checks the conversion's
+parameter order and layouts through the update itself. Tolerances (float32): losses 1e-4 relative; parameters after the
 step 1e-5 absolute + 1e-6 relative (the mapping kernels are stored x100).
 """
 import copy
@@ -44,21 +46,38 @@ CLIP_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_
                  vocab_size=49408, max_position_embeddings=8)
 HP = st.FinetuneHParams(freeze_g=1, n_crops=4, crop_size=8, d_reg_every=3, start_iter=6)
 N_STEPS = 5
-PRIOR_STEPS, NU = 100, 1e-4
+PRIOR_STEPS, FROZEN_STEPS = 100, 37
 
 
 def _sd(module):
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
 
 
-def _resumed(opt_state):
-    def fix(x):
-        if isinstance(x, optax.ScaleByAdamState):
-            return x._replace(count=jnp.asarray(PRIOR_STEPS, jnp.int32),
-                              nu=jax.tree_util.tree_map(lambda v: jnp.full_like(v, NU), x.nu))
-        return x
+def _random_adam(module, lr, betas, seed, trainable=lambda name: True):
+    """torch Adam over `module.parameters()` with a resumed-looking random state (module docstring)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=1e-8)
+    for name, p in module.named_parameters():
+        opt.state[p] = {
+            "step": torch.tensor(float(PRIOR_STEPS if trainable(name) else FROZEN_STEPS)),
+            "exp_avg": 1e-3 * torch.randn(p.shape, generator=gen),
+            "exp_avg_sq": 1e-4 * (0.5 + torch.rand(p.shape, generator=gen)),
+        }
+    return opt
 
-    return jax.tree_util.tree_map(fix, opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+
+def _flax_module(torch_name):
+    """Top-level Flax module of a torch parameter name: `convs.2.conv.weight` -> `convs_2`."""
+    head, second = torch_name.split(".")[:2]
+    return f"{head}_{second}" if second.isdigit() else head
+
+
+def _numpy_state(opt):
+    """`opt.state_dict()` as the converter sees a loaded file: numpy copies (the torch step updates the
+    state tensors in place afterwards)."""
+    sd = opt.state_dict()
+    return {"state": {i: {k: np.array(v.numpy(), copy=True) for k, v in st_.items()} for i, st_ in sd["state"].items()},
+            "param_groups": copy.deepcopy(sd["param_groups"])}
 
 
 def _adam_counts(opt_state):
@@ -103,8 +122,16 @@ def _run(hp, n_steps):
     clip_params = convert_clip.convert_state_dict({k: v.numpy() for k, v in tclip.state_dict().items()},
                                                   model=clip_model).params
     nets = st.Networks(G, D, VGG19Features(last_layer=CONV4_4), clip_model)
+    lr_g, betas_g = hp.g_adam()
+    lr_d, betas_d = hp.d_adam()
+    trainable = st.trainable_modules(G, hp.freeze_g)
+    opts = dict(g_optim=_random_adam(tg, lr_g, betas_g, 3, lambda name: _flax_module(name) in trainable),
+                d_optim=_random_adam(td, lr_d, betas_d, 4))
+    for name, net in (("g_optim", "g"), ("d_optim", "d")):
+        sd = _sd(tg) if net == "g" else _sd(td)
+        model = G if net == "g" else D
+        source[name], _ = convert_sg.convert_adam_state(_numpy_state(opts[name]), sd, model, source="test", name=name)
     state0 = st.create_finetune_state(source, hp, nets, vgg_params=vgg_params, clip_params=clip_params)
-    state0 = state0.replace(g_opt=_resumed(state0.g_opt), d_opt=_resumed(state0.d_opt))
     state0 = jax.device_get(state0)
 
     step = jax.jit(lambda s, b, r: st.train_step(s, b, None, hparams=hp, nets=nets, randomness=r))
@@ -121,10 +148,6 @@ def _run(hp, n_steps):
         metrics.append({k: float(v) for k, v in m.items()})
 
     torch_nets = dict(generator=tg, g_ema=tge, g_source=tsrc, discriminator=td, vgg=tvgg, clip=tclip)
-    lr_g, betas_g = hp.g_adam()
-    lr_d, betas_d = hp.d_adam()
-    opts = dict(g_optim=ref_ft.adam_with_state(tg.parameters(), lr_g, betas_g, PRIOR_STEPS, NU),
-                d_optim=ref_ft.adam_with_state(td.parameters(), lr_d, betas_d, PRIOR_STEPS, NU))
     want = ref_ft.finetune_iteration(torch_nets, opts, batches[0]["real"], randomness[0]._asdict(), hp=hp,
                                      apply_r1=True, clip_image_size=CLIP_VISION["image_size"])
     torch_after = {
