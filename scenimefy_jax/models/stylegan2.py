@@ -109,8 +109,7 @@ class EqualConv2d(nn.Module):
     def __call__(self, x):
         k, c = self.kernel_size, x.shape[-1]
         kernel = self.param("kernel", _normal(), (k, k, c, self.features))
-        # conv2d: on CPU the kernel gradient (and the R1 double backward) runs as GEMMs.
-        y = conv2d(x, kernel * (1.0 / math.sqrt(c * k * k)), [(self.padding, self.padding)] * 2,
+        y = conv2d(x, kernel * (1.0 / math.sqrt(c * k * k)), [(self.padding, self.padding)] * 2, _wgrad(),
                    stride=self.stride)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
@@ -125,11 +124,17 @@ class FusedLeakyReLU(nn.Module):
         return fused_leaky_relu(x, self.param("bias", nn.initializers.zeros, (x.shape[-1],)))
 
 
+def _wgrad() -> str:
+    """Every StyleGAN2 convolution takes `conv2d`'s GEMM kernel gradient on CPU, the 3-channel ones
+    too: XLA:CPU's own kernel gradient of a transposed (lhs-dilated) convolution is ~70x slower
+    (13 s vs 0.18 s for 512->512 at 32->64 px), and under R1's `lax.cond` its second-order
+    convolutions stay in a slow non-canonical form (an R1 step of the 64 px D: 114 s vs 3.2 s)."""
+    return "gemm" if jax.default_backend() == "cpu" else "xla"
+
+
 def _conv(x, w, padding, lhs_dilation=(1, 1), groups=1):
     if groups == 1:
-        # conv2d: on CPU the kernel gradient runs as GEMMs; XLA:CPU's own kernel gradient of the
-        # transposed (lhs-dilated) convolution is ~70x slower (13 s vs 0.18 s for 512->512 at 32->64).
-        return conv2d(x, w, padding, lhs_dilation=lhs_dilation)
+        return conv2d(x, w, padding, _wgrad(), lhs_dilation=lhs_dilation)
     return jax.lax.conv_general_dilated(
         x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DN, feature_group_count=groups
     )

@@ -71,6 +71,7 @@ def test_instance_norm_per_sample_and_channel():
         ((2, 9, 11, 20), 3, ((0, 0), (0, 0)), 2, 1),  # StyleGAN2 D conv2 (odd input after the blur)
         ((2, 10, 10, 20), 3, ((0, 0), (0, 0)), 2, 1),  # even input: the last row is never read
         ((1, 5, 5, 17), 1, ((0, 0), (0, 0)), 2, 1),  # D skip 1x1 stride 2
+        ((2, 6, 5, 3), 1, ((0, 0), (0, 0)), 1, 1),  # D's first 1x1 conv on RGB
         ((2, 7, 6, 20), 3, ((2, 2), (2, 2)), 1, 2),  # StyleGAN2 upsampling conv (transposed, stride 2)
         ((2, 6, 6, 20), 3, ((1, 0), (2, 1)), 1, 2),  # asymmetric padding with dilation
     ],
@@ -113,3 +114,49 @@ def test_conv2d_rejects_bad_options():
         layers.conv2d(x, w, ((1, 1), (1, 1)), "gemm", stride=2, lhs_dilation=2)
     with pytest.raises(ValueError, match="non-negative"):
         layers.conv2d(x, w, ((-1, 1), (1, 1)), "gemm")
+
+
+def _conv_kernel_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """rhs (kernel) shapes of every convolution in a jaxpr, sub-jaxprs (cond branches, custom rules) included."""
+    from jax.extend import core as jex
+
+    def subs(value):
+        if isinstance(value, jex.ClosedJaxpr):
+            return [value.jaxpr]
+        if isinstance(value, jex.Jaxpr):
+            return [value]
+        if isinstance(value, (tuple, list)):
+            return [j for v in value for j in subs(v)]
+        return []
+
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            shapes.append(tuple(eqn.invars[1].aval.shape))
+        for value in eqn.params.values():
+            for sub in subs(value):
+                shapes += _conv_kernel_shapes(sub)
+    return shapes
+
+
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2)])
+def test_gemm_second_order_has_no_kernel_gradient_convolution(stride, dilation):
+    """With "gemm", an R1-style second derivative under `lax.cond` contains only convolutions with the
+    real 3x3 kernel (forward and input-gradient ones): no XLA kernel-gradient convolution, whose
+    "kernel" is an activation-sized array. Those are what XLA:CPU runs 20-70x slower (and, inside
+    `lax.cond`, leaves non-canonical). The "xla" mode has them, which shows the check can fail."""
+    import jax
+
+    x = jnp.ones((2, 12, 12, 8))
+    w = jnp.ones((3, 3, 8, 8))
+    padding = ((1, 1), (1, 1))
+
+    def shapes(mode):
+        conv = lambda x, w: layers.conv2d(x, w, padding, mode, stride=stride, lhs_dilation=dilation)  # noqa: E731
+        r1 = lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x) ** 2)  # noqa: E731
+        step = lambda w, c: jax.lax.cond(c, jax.grad(r1), jnp.zeros_like, w)  # noqa: E731
+        return _conv_kernel_shapes(jax.make_jaxpr(step)(w, True).jaxpr)
+
+    gemm = shapes("gemm")
+    assert gemm and all(s[:2] == (3, 3) for s in gemm), gemm
+    assert any(s[:2] != (3, 3) for s in shapes("xla"))

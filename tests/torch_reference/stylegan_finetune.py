@@ -138,14 +138,3 @@ def finetune_iteration(nets, opts, real_nhwc, rand, *, hp, apply_r1, clip_image_
     accumulate(nets["g_ema"], generator, hp.ema_decay)
     out.update(g=g_loss.item(), g_adv=g_adv.item(), content=content.item(), clip=clip_loss.item(), patch=patch.item())
     return out
-
-
-def adam_with_state(params, lr, betas, step, nu):
-    """torch Adam whose every parameter already has `step` steps and `exp_avg_sq = nu` (exp_avg 0),
-    the situation of a resumed optimiser (the official script resumes the LHQ states)."""
-    params = list(params)
-    opt = torch.optim.Adam(params, lr=lr, betas=betas, eps=1e-8)
-    for p in params:
-        opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": torch.zeros_like(p),
-                        "exp_avg_sq": torch.full_like(p, nu)}
-    return opt
