@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--n_crops", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/stylegan_finetune_cpu.json")
+    parser.add_argument("--notes", default="", help="free text stored in the JSON (e.g. machine load)")
     args = parser.parse_args()
     hp = st.FinetuneHParams(n_crops=args.n_crops, start_iter=0)
 
@@ -126,6 +127,8 @@ def main():
                     "jax_times_s": jax_times, "torch_times_s": torch_times},
     }
     report["results"]["speedup_torch_over_jax"] = report["results"]["torch_step_s"] / report["results"]["jax_step_s"]
+    if args.notes:
+        report["notes"] = args.notes
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

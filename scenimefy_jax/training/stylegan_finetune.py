@@ -133,17 +133,30 @@ class FinetuneTask:
     initial_state: st.FinetuneState  # host arrays
     grid_z: np.ndarray  # fixed latents of the image grids [N, style_dim]
 
+    # The frozen networks (G_s, VGG19, CLIP; ~0.5 GB at the official size) are not part of the loop's
+    # state: the loop replicates them once and passes them to every step as an argument (`frozen`),
+    # and they are not checkpointed (the job loads them again on restart).
+
+    @functools.cached_property
+    def frozen(self):
+        return self.initial_state.frozen
+
+    @functools.cached_property
+    def _trained_state(self) -> st.FinetuneState:
+        return self.initial_state.replace(frozen={})
+
     def init_state(self, rng):
         # The initial state is data (converted weights), not a function of `rng`. Fetched through a
-        # host callback so that the loop's jitted init does not inline ~1 GB of constants.
+        # host callback so that the loop's jitted init does not inline them as constants.
         del rng
-        shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
-                                        self.initial_state)
-        return jax.pure_callback(lambda: self.initial_state, shapes)
+        state = self._trained_state
+        shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), state)
+        return jax.pure_callback(lambda: state, shapes)
 
-    def train_step(self, state, batch, rng, inputs):
+    def train_step(self, state, batch, rng, inputs, frozen):
         del inputs  # nothing is scheduled on the host; the R1 phase is derived from state.step
-        return st.train_step(state, batch, rng, hparams=self.hparams, nets=self.nets)
+        state, metrics_ = st.train_step(state.replace(frozen=frozen), batch, rng, hparams=self.hparams, nets=self.nets)
+        return state.replace(frozen={}), metrics_
 
     def step_inputs(self, step: int) -> dict[str, float]:
         return {}
@@ -151,14 +164,14 @@ class FinetuneTask:
     @functools.cached_property
     def _render(self):
         G = self.nets.G
-        return jax.jit(lambda s, z: jnp.concatenate([
-            st.render_fixed(G, s.frozen["g_s"], s.noises["g_s"], z),
+        return jax.jit(lambda s, g_s, z: jnp.concatenate([
+            st.render_fixed(G, g_s, s.noises["g_s"], z),
             st.render_fixed(G, s.g, s.noises["g"], z),
             st.render_fixed(G, s.g_ema, s.noises["g_ema"], z)]))
 
     def make_images(self, state, batch) -> dict[str, np.ndarray]:
         n = len(self.grid_z)
-        out = np.asarray(self._render(state, jnp.asarray(self.grid_z)))
+        out = np.asarray(self._render(state, self.frozen["g_s"], jnp.asarray(self.grid_z)))
         return {"grid/Gs_Gt_Gema": metrics.image_grid([out[:n], out[n : 2 * n], out[2 * n :]], max_images=n)}
 
     def param_trees(self, state) -> dict[str, Any]:
@@ -168,7 +181,7 @@ class FinetuneTask:
         return loop.TrainTask(
             init_state=self.init_state, train_step=self.train_step, step_inputs=self.step_inputs,
             batch_keys=single_domain.BATCH_KEYS, make_images=self.make_images, export=export,
-            param_trees=self.param_trees,
+            param_trees=self.param_trees, frozen=self.frozen,
         )
 
 

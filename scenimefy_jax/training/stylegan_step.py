@@ -161,8 +161,10 @@ class FinetuneState:
 
     `g`, `g_ema`, `d`: G_t, its EMA and D (`params` trees). `g_opt`, `d_opt`: their Adam states.
     `frozen`: `{"g_s": source G params, "vgg": ..., "clip": ...}` (never updated; empty dicts for
-    networks that are not used). They live in the state, not in a closure, because a jitted function
-    inlines closed-over arrays into the XLA program as constants (~0.5 GB at the official size).
+    networks that are not used). They are jit arguments, not a closure, because a jitted function
+    inlines closed-over arrays into the XLA program as constants (~0.5 GB at the official size); the
+    job keeps them out of its checkpoints by handing them to the loop separately (`TrainTask.frozen`)
+    and setting them into the state inside the jitted step.
     `noises`: the fixed noise buffers of `g`, `g_ema`, `g_s` (not trained; kept for the export and
     the fixed-latent image grids).
     """
