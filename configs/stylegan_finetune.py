@@ -4,7 +4,7 @@
         --config.source_checkpoint=pretrained/lhq-220000.pt --config.data.folder=datasets/shinkai_scenes \
         --config.vgg_checkpoint=pretrained/vgg19-dcbb9e9d.pth --config.clip_model=pretrained/clip-vit-base-patch32 \
         --config.workdir=runs/shinkai_stylegan
-    python -m scenimefy_jax.main --config=configs/stylegan_finetune.py:demo   # no downloads, CPU, minutes
+    python -m scenimefy_jax.main --config=configs/stylegan_finetune.py:demo   # no downloads, CPU, ~4 minutes
 
 Then render source/target pairs with configs/sample.py (`--config.checkpoint=<source>
 --config.checkpoint2=<workdir>/generator`). Running the same command again resumes from the latest
@@ -89,7 +89,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
     if variant in ("demo", "tiny"):
         # Demo: pretrain a 64 px StyleGAN2 on the demo photos (300 steps), then fine-tune it on the
-        # demo anime renderings with random VGG19 and a small random CLIP (about 10 minutes on 2 CPU cores).
+        # demo anime renderings with random VGG19 and a small random CLIP (3 min 52 s on 2 CPU cores).
         config.workdir = "runs/stylegan_finetune_demo"
         config.allow_random_feature_nets = True
         config.data.image_size = 64
