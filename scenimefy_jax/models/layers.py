@@ -144,7 +144,7 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, residuals, dy):
     contribute, `dW[i, j] = sum_{b,h,w} x[b, h, w, :]^T dy[b, d h + p0 - i, d w + q0 - j, :]`
     (zero outside `dy`), so no product ever touches an inserted zero. Each tap is a
     `[C_in, N] @ [N, C_out]` matrix product: XLA:CPU lowers a convolution's kernel gradient to a
-    slow loop nest (2-4.5x slower than PyTorch's for plain convolutions, ~140x for the transposed
+    slow loop nest (2-4.5x slower than PyTorch's for plain convolutions, ~70x for the transposed
     ones of StyleGAN2's upsampling layers; see benchmarks/), these GEMMs run at PyTorch's speed.
     """
     x, kernel = residuals

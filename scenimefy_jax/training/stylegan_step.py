@@ -267,12 +267,10 @@ def resume_adam(opt_state: Any, converted: Mapping[str, Any], labels: Mapping[st
                               nu=moments(x.nu, converted["exp_avg_sq"]))
         return x
 
-    found = []
-    out = jax.tree_util.tree_map(lambda x: found.append(1) or fix(x), opt_state,
-                                 is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
-    if not found:
+    is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)  # noqa: E731
+    if not any(is_adam(x) for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_adam)):
         raise ValueError("resume_adam: the optimiser state holds no Adam state")
-    return out
+    return jax.tree_util.tree_map(fix, opt_state, is_leaf=is_adam)
 
 
 # ----------------------------------------------------------------------------- randomness
