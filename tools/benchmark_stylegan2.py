@@ -10,10 +10,7 @@ implementations (`batched`, `grouped`, `vmap`) at one batch size.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,7 @@ import torch  # noqa: E402
 from scenimefy_jax.convert import stylegan2 as conv  # noqa: E402
 from scenimefy_jax.models import stylegan2 as sg  # noqa: E402
 from tests.torch_reference import stylegan2 as ref  # noqa: E402
+from tools.benchmark_report import write_report  # noqa: E402
 
 
 def _median_time(fn, repeats):
@@ -81,19 +79,11 @@ def main():
 
     record = {
         "benchmark": "StyleGAN2 generator forward, 256 px, channel_multiplier 2, fixed noise, float32",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "torch": torch.__version__,
-                     "numpy": np.__version__},
         "settings": {"repeats": args.repeats, "torch_threads": torch.get_num_threads(),
                      "jax_conv_impl": "batched", "timing": "median after one warm-up; compile excluded"},
         "results": results,
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_report(args.out, record)}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +24,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -40,6 +37,7 @@ from scenimefy_jax.training import stylegan_step as st  # noqa: E402
 from tests.torch_reference import cut_training as ref_cut  # noqa: E402
 from tests.torch_reference import stylegan2 as ref  # noqa: E402
 from tests.torch_reference import stylegan_finetune as ref_ft  # noqa: E402
+from tools.benchmark_report import write_report  # noqa: E402
 
 VIT_B32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                image_size=224, patch_size=32)
@@ -112,11 +110,6 @@ def main():
 
     report = {
         "benchmark": "one StyleGAN2 fine-tuning step (D step + R1 step + G step with VGG/CLIP/patch losses + EMA)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "jax_devices": [str(d) for d in jax.devices()]},
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": np.__version__},
         "settings": {"size": args.size, "batch": args.batch, "n_crops": args.n_crops, "crop_size": hp.crop_size,
                      "freeze_g": hp.freeze_g, "clip": "ViT-B/32 shapes, random weights, float32", "r1_step": True,
                      "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
@@ -129,9 +122,7 @@ def main():
     report["results"]["speedup_torch_over_jax"] = report["results"]["torch_step_s"] / report["results"]["jax_step_s"]
     if args.notes:
         report["notes"] = args.notes
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_report(args.out, report, packages=("transformers",))
     print(json.dumps(report["results"], indent=2))
 
 

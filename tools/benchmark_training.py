@@ -17,7 +17,6 @@ Cases are HxWxB; B > 1 runs JAX only (the official code supports batch 1 only, S
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -29,7 +28,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_translator import machine_info, versions  # noqa: E402
+from tools.benchmark_report import write_report  # noqa: E402
 
 
 def _batch(h, w, b, seed=0):
@@ -138,19 +137,13 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             results.append(row)
 
-    out = args.output or os.path.join(ROOT, "benchmarks", f"training_{backend}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
     report = {
         "what": "one official semi_cut training iteration (SPEC §2.5) at the official widths; "
                 "speedup = PyTorch s/image / JAX s/image (> 1: JAX faster)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": versions(),
         "load_average_at_end": os.getloadavg(),
         "results": results,
     }
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    out = write_report(args.output or os.path.join(ROOT, "benchmarks", f"training_{backend}.json"), report)
     print(f"wrote {out}")
     return 0
 

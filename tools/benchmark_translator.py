@@ -12,10 +12,8 @@ default cases add throughput at 256x256 over batch sizes and 1920x1080 frames/s 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,34 +23,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-def machine_info() -> dict:
-    import jax
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    devices = jax.devices()
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [d.device_kind for d in devices],
-    }
-
-
-def versions() -> dict:
-    import flax
-    import jax
-    import jaxlib
-    import torch
-
-    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__, "torch": torch.__version__, "numpy": np.__version__}
+from tools.benchmark_report import write_report  # noqa: E402
 
 
 def _timeit(fn, repeats: int) -> list[float]:
@@ -164,19 +135,13 @@ def main(argv=None) -> int:
         summary["frames_per_s_1920x1080_bfloat16"] = max(r["jax_images_per_s"] for r in hd)
     report = {
         "benchmark": "translator_forward",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": versions(),
         "settings": {"model": "ResnetGenerator ngf=64 n_blocks=9", "torch_threads": torch.get_num_threads(),
                      "timing": "median of interleaved runs after one warm-up; compile time separate",
                      "speedup": "torch_median_ms / jax_median_ms"},
         "results": results,
         "summary": summary,
     }
-    out = args.output or os.path.join(ROOT, "benchmarks", f"translator_{backend}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    out = write_report(args.output or os.path.join(ROOT, "benchmarks", f"translator_{backend}.json"), report)
     print(f"wrote {out}: {json.dumps(summary)}")
     return 0
 

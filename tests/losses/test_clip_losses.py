@@ -1,5 +1,6 @@
 """CLIP global and patch contrastive losses (value and gradient) against PyTorch references written
-here from SPEC §4.4 (OneshotCLIP `PatchLoss` semantics: detached keys, -10 diagonal, CE to index 0).
+from SPEC §4.4 (the patch loss is `tests/torch_reference/stylegan_finetune.patch_loss`, the one the
+fine-tuning parity test uses: OneshotCLIP `PatchLoss`, detached keys, -10 diagonal, CE to index 0).
 Tolerance: float32, 1e-5 relative.
 """
 import jax
@@ -9,19 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from scenimefy_jax.losses import clip_losses as cl  # noqa: E402
-
-
-def torch_patch_loss(q, k, n_groups, tau):
-    k = k.detach()
-    qn, kn = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
-    l_pos = (q * k).sum(-1, keepdim=True) / (qn * kn)
-    d = q.shape[1]
-    qg, kg = q.view(n_groups, -1, d), k.view(n_groups, -1, d)
-    p = qg.shape[1]
-    l_neg = torch.bmm(qg, kg.transpose(2, 1)) / torch.bmm(qn.view(n_groups, -1, 1), kn.view(n_groups, -1, 1).transpose(2, 1))
-    l_neg = l_neg.masked_fill(torch.eye(p, dtype=torch.bool)[None], -10.0).view(-1, p)
-    out = torch.cat([l_pos, l_neg], 1) / tau
-    return torch.nn.functional.cross_entropy(out, torch.zeros(out.shape[0], dtype=torch.long), reduction="none").mean()
+from tests.torch_reference.stylegan_finetune import patch_loss as torch_patch_loss  # noqa: E402
 
 
 def _feats(n, d=12, seed=0):

@@ -1,0 +1,50 @@
+"""What every benchmark in tools/ records beside its numbers: machine, package versions, date; and the
+JSON writer. One place, so the four benchmark scripts describe their runs the same way."""
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+from typing import Any
+
+
+def machine_info() -> dict:
+    import jax
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [d.device_kind for d in jax.devices()],
+    }
+
+
+def versions(*extra: str) -> dict:
+    """Python, jax, jaxlib, flax, torch, numpy, and the `extra` packages (e.g. "transformers")."""
+    out = {"python": platform.python_version()}
+    for name in ("jax", "jaxlib", "flax", "torch", "numpy", *extra):
+        out[name] = importlib.import_module(name).__version__
+    return out
+
+
+def write_report(path: str, report: dict[str, Any], *, packages: tuple[str, ...] = ()) -> str:
+    """Writes `report` as JSON at `path` after the date, machine and versions (`packages` adds to those)."""
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": versions(*packages),
+        **report,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    return path
