@@ -1,4 +1,4 @@
-"""Semi-supervised photo -> anime translation training (Scenimefy `semi_cut`, SPEC §2).
+"""Semi-supervised photo -> anime translation training (Scenimefy `semi_cut`, docs/reference.md §2).
 
     python -m scenimefy_jax.main --config=configs/i2i.py                 # the official recipe
     python -m scenimefy_jax.main --config=configs/i2i.py:demo            # small, minutes on a laptop CPU
@@ -10,7 +10,7 @@ With no data set configured (`data.unpaired`, `data.paired` and `data.packed` al
 writes the procedural demo data set into `<workdir>/demo_data` and trains on it. Running the same
 command again resumes from the latest checkpoint in `workdir`.
 
-Defaults follow the official `train.sh` (SPEC §2.1): batch 1, 256x256, 10 + 10 epochs over the
+Defaults follow the official `train.sh` (docs/reference.md §2.1): batch 1, 256x256, 10 + 10 epochs over the
 unpaired photos, Adam 2e-4 (0.5, 0.999) with linear decay, hDCE curriculum 50 -> 10.
 """
 import ml_collections
@@ -22,7 +22,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.workdir = "runs/i2i"  # checkpoints/, metrics.jsonl, images/, tensorboard/, translator/, sample.png
     config.seed = 0  # parameters, data order, patch positions: everything derives from it
 
-    # ---- data (SPEC §2.2) -------------------------------------------------------------------
+    # ---- data (docs/reference.md §2.2) -------------------------------------------------------------------
     config.data = ml_collections.ConfigDict()
     config.data.unpaired = ""  # folder with trainA/ (photos) and trainB/ (anime), e.g. datasets/unpaired_s2a
     config.data.paired = ""  # folder with trainA/ and trainB/ with identical file names, e.g. datasets/pair_s2a
@@ -37,13 +37,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.data.demo.n_pairs = 300  # (photo, anime rendering) pairs of the same scene
     config.data.demo.size = 128  # side of the generated images (resized to data.image_size)
 
-    # ---- schedule (SPEC §2.8-2.9) -----------------------------------------------------------
+    # ---- schedule (docs/reference.md §2.8-2.9) -----------------------------------------------------------
     config.global_batch = 1  # official batch 1; larger batches must divide by the device count
     config.n_epochs = 10  # epochs at the full learning rate
     config.n_epochs_decay = 10  # epochs of linear decay (lr x 10/11 ... 1/11), and the schedules' N
     config.num_steps = 0  # >0: stop after this many steps instead of (n_epochs + n_epochs_decay) epochs
 
-    # ---- model and losses (SPEC §2.1, §2.6, §2.10) ------------------------------------------
+    # ---- model and losses (docs/reference.md §2.1, §2.6, §2.10) ------------------------------------------
     config.model = ml_collections.ConfigDict()
     config.model.faithful_to = "official_code"  # "official_code" or "paper" (lambda_pair decay, NCE_s weight, VGG input)
     config.model.lambda_GAN = 1.0  # unpaired LSGAN
@@ -94,7 +94,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.data.demo.n_pairs = 50
         # 2 + 2 epochs = 300 steps, with the lr decay and the hDCE curriculum. N = 4 keeps the official
         # lambda_pair = cos(pi/2 * N * (e - 1)) at 1.0 as with the official N = 20 (any other N not a
-        # multiple of 4 makes that formula swing between 1, 0 and -1; see SPEC §2.7).
+        # multiple of 4 makes that formula swing between 1, 0 and -1; see docs/reference.md §2.7).
         config.n_epochs = 2
         config.n_epochs_decay = 2
         config.model.ngf = 16

@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seeds = "0-7"  # z_i = numpy default_rng(seed).standard_normal(style_dim); e.g. "0-7" or "1,5,9"
     config.latents = ""  # a .npy of z latents [N, style_dim]; overrides seeds
     config.truncation = 0.7  # psi; generate_pair.py uses 0.7; 1.0 disables truncation
-    config.truncation_mean = 4096  # number of z's averaged for w_avg (SPEC §3.3)
+    config.truncation_mean = 4096  # number of z's averaged for w_avg (docs/reference.md §3.3)
     config.truncation_seed = 0  # PRNG seed of those z's (jax.random)
     config.noise = "fixed"  # "fixed": the checkpoint's stored noise buffers; "random": fresh noise per batch
     config.noise_seed = 0  # PRNG seed of random noise (per batch: fold_in(seed, batch index))

@@ -1,4 +1,4 @@
-"""Semantic-constrained StyleGAN2 fine-tuning, source (landscape) G_s -> target (anime) G_t (SPEC §4).
+"""Semantic-constrained StyleGAN2 fine-tuning, source (landscape) G_s -> target (anime) G_t (docs/reference.md §4).
 
     python -m scenimefy_jax.main --config=configs/stylegan_finetune.py \
         --config.source_checkpoint=pretrained/lhq-220000.pt --config.data.folder=datasets/shinkai_scenes \
@@ -10,7 +10,7 @@ Then render source/target pairs with configs/sample.py (`--config.checkpoint=<so
 --config.checkpoint2=<workdir>/generator`). Running the same command again resumes from the latest
 checkpoint in `workdir`.
 
-Defaults are the authors' script (SPEC §4.4): FreezeG 3, content 0.01, CLIP 1.0, patch 0.05 with 16
+Defaults are the authors' script (docs/reference.md §4.4): FreezeG 3, content 0.01, CLIP 1.0, patch 0.05 with 16
 crops of 32 px and tau 1.0, style mixing 0.9, R1 gamma 10 every 16 steps, lr 0.002 with the lazy
 regularisation scaling, G_ema decay 0.5 ** (32 / 10000), batch 16, 1,000 steps (221000 - 220000).
 """
@@ -33,7 +33,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         image_size=32, patch_size=8, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
         projection_dim=32))
 
-    # ---- data (SPEC §4.2) ---------------------------------------------------------------------
+    # ---- data (docs/reference.md §4.2) ---------------------------------------------------------------------
     config.data = ml_collections.ConfigDict()
     config.data.folder = ""  # anime images (any layout below it); "" = the procedural demo data set
     config.data.image_size = 256  # must equal the generator size: shorter side resized (LANCZOS), centre crop
@@ -45,7 +45,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.global_batch = 16  # official batch 16 per GPU (GPU count UNKNOWN); must divide by the devices
     config.num_steps = 1000  # shinkai-221000.pt is most probably lhq-220000.pt + ~1,000 iterations
 
-    # ---- model and losses (SPEC §4.3-4.6) -----------------------------------------------------
+    # ---- model and losses (docs/reference.md §4.3-4.6) -----------------------------------------------------
     config.model = ml_collections.ConfigDict()
     config.model.faithful_to = "official_code"  # "official_code" | "paper": S1 content input, S2 patch groups, S3
     config.model.init_from = "g"  # G_t starts from the source "g" (official) or "g_ema"; G_s, G_ema from g_ema

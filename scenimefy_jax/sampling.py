@@ -1,4 +1,4 @@
-"""The sample job: render StyleGAN2 images from seeds or stored z latents (SPEC §3.3 conventions).
+"""The sample job: render StyleGAN2 images from seeds or stored z latents (docs/reference.md §3.3 conventions).
 
     python -m scenimefy_jax.main --config=configs/sample.py --config.checkpoint=lhq-220000.pt \
         --config.checkpoint2=shinkai-221000.pt --config.seeds=0-15 --config.output=samples/
@@ -102,7 +102,7 @@ def load_latents(path: str, style_dim: int) -> np.ndarray:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Official writer: clamp [-1, 1] -> [0, 1] -> `*255 + 0.5` -> clamp [0, 255] -> uint8 (SPEC §3.3)."""
+    """Official writer: clamp [-1, 1] -> [0, 1] -> `*255 + 0.5` -> clamp [0, 255] -> uint8 (docs/reference.md §3.3)."""
     x = (np.clip(images, -1.0, 1.0) + 1.0) / 2.0
     return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -162,7 +162,7 @@ def run(config) -> int:
     truncation = float(config.truncation)
     w_avg = jnp.zeros((1, d))
     if truncation < 1:
-        # SPEC §3.3 step 1: w_avg from the source mapping over `truncation_mean` z's.
+        # docs/reference.md §3.3 step 1: w_avg from the source mapping over `truncation_mean` z's.
         g = source.model
         w_avg = jax.jit(lambda v, k: g.apply(v, k, config.truncation_mean, method=g.mean_latent))(
             source.variables, jax.random.key(config.truncation_seed)

@@ -2,10 +2,10 @@
 
     python tools/benchmark_stylegan2.py [--batches 1,8] [--repeats 3] [--out benchmarks/stylegan2_cpu.json]
 
-Both run the SPEC configuration (256, channel_multiplier 2, 30,034,338 parameters) with the same
-random weights, fixed noise, truncation off. JAX times exclude compilation (reported separately);
-each timing is the median of `repeats` calls after one warm-up. Also compares the three modulated-conv
-implementations (`batched`, `grouped`, `vmap`) at one batch size.
+Both run the official configuration (docs/reference.md §3.1: 256, channel_multiplier 2, 30,034,338
+parameters) with the same random weights, fixed noise, truncation off. JAX times exclude compilation
+(reported separately); each timing is the median of `repeats` calls after one warm-up. Also
+compares the three modulated-conv implementations (`batched`, `grouped`, `vmap`) at one batch size.
 """
 from __future__ import annotations
 

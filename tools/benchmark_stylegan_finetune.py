@@ -1,9 +1,10 @@
-"""One StyleGAN2 fine-tuning step (SPEC §4.4): JAX (this port) vs the PyTorch reference iteration, on this machine.
+"""One StyleGAN2 fine-tuning step (docs/reference.md §4.4): JAX (this port) vs the PyTorch reference iteration,
+on this machine.
 
     python tools/benchmark_stylegan_finetune.py [--size 256] [--batch 2] [--n_crops 4] [--repeats 2] \
         [--out benchmarks/stylegan_finetune_cpu.json]
 
-Both sides run the same step on the same random weights and the same injected randomness: the SPEC
+Both sides run the same step on the same random weights and the same injected randomness: the official
 architecture at `--size` (channel_multiplier 2, style_dim 512, 8 mapping layers), the full VGG19 up to
 conv4_4, a CLIP ViT-B/32 vision tower (random weights, the openai/clip-vit-base-patch32 shapes),
 FreezeG 3, all four loss terms, and an R1 step (the most expensive kind; 1 in 16 steps officially).

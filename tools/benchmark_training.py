@@ -3,14 +3,14 @@
     python tools/benchmark_training.py                        # CPU cases -> benchmarks/training_<backend>.json
     python tools/benchmark_training.py --cases 128x128x1 --repeats 3
 
-Both sides run the full official iteration (SPEC §2.5): G forward on x, y, x_p; D and D_p updates; the
+Both sides run the full official iteration (docs/reference.md §2.5): G forward on x, y, x_p; D and D_p updates; the
 joint G + F + F_s update with GAN, hDCE (both branches), SRC and StylePatchNCE, five Adam optimisers,
 at the official widths (ngf 64, 9 blocks, ndf 64, 256 patches). The JAX side is the jitted
 `i2i_step.train_step` with the state donated, exactly what the training job runs; the PyTorch side
 is `tests/torch_reference/cut_training.training_iteration` (the official code's structure, batch 1
 only). Timings are medians after a warm-up, JAX and PyTorch interleaved so that background load
 affects both alike; `images_per_s` = batch / median step time; JAX compile time is reported apart.
-Cases are HxWxB; B > 1 runs JAX only (the official code supports batch 1 only, SPEC Q6).
+Cases are HxWxB; B > 1 runs JAX only (the official code supports batch 1 only, docs/reference.md §2.10 Q6).
 `--wgrads auto xla` compares the two formulations of the convolution kernel gradient
 (`scenimefy_jax.models.layers.conv2d`: shifted GEMMs on CPU vs XLA's own transpose rule).
 """
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             results.append(row)
 
     report = {
-        "what": "one official semi_cut training iteration (SPEC §2.5) at the official widths; "
+        "what": "one official semi_cut training iteration (docs/reference.md §2.5) at the official widths; "
                 "speedup = PyTorch s/image / JAX s/image (> 1: JAX faster)",
         "load_average_at_end": os.getloadavg(),
         "results": results,

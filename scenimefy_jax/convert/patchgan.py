@@ -1,6 +1,6 @@
 """Official `*_net_D.pth` / `*_net_D_p.pth` (NLayerDiscriminator state dicts) -> `PatchGANDiscriminator`.
 
-Two kinds, told apart by the input channels of `model.0.weight` (SPEC §2.3):
+Two kinds, told apart by the input channels of `model.0.weight` (docs/reference.md §2.3):
 `patchgan` (D, 3-channel anime/fake input) and `patchgan_pair` (D_p, 6 channels: photo then anime).
 `ndf` is read from the file (64 for the official run); every key and shape is then checked strictly,
 and the three Downsample `filt` buffers must hold the fixed blur filter.

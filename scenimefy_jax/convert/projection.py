@@ -1,6 +1,6 @@
 """Official `*_net_F.pth` and `*_net_F_s.pth` (PatchSampleF MLP heads) -> `PatchProjector` params.
 
-F and F_s have the same architecture and key set (SPEC §2.3), so they are one kind,
+F and F_s have the same architecture and key set (docs/reference.md §2.3), so they are one kind,
 `projection_head`. Channel counts are read from the file (3, 128, 256, 256, 256 and nc = 256 for the
 official run) and must form the five-tap layout `(3, 2*ngf, 4*ngf, 4*ngf, 4*ngf)`; every key and
 shape is then checked strictly.

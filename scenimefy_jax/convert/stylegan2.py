@@ -1,11 +1,12 @@
 """rosinality StyleGAN2 checkpoints (`lhq-220000.pt`, `shinkai-221000.pt`, ...) -> Flax variables.
 
 A rosinality `.pt` is a dict `{"g_ema", "g", "d", "g_optim", "d_optim", "args", "ada_aug_p"}` (only
-`g_ema` is required here). Every tensor key of SPEC §3.1-3.2 is loaded strictly, unlike the official
-`load_state_dict(strict=False)` (quirk P4): a missing, unexpected or mis-shaped key is refused by name.
+`g_ema` is required here). Every tensor key of docs/reference.md §3.1-3.2 is loaded strictly, unlike the
+official `load_state_dict(strict=False)` (quirk P4): a missing, unexpected or mis-shaped key is refused by name.
 The fixed blur buffers are verified against their closed form, and the stored `noises.noise_*` buffers
 are kept as the generator's fixed noise. The Adam states `g_optim` / `d_optim` (which the official
-fine-tuning script resumes, SPEC §4.2) are converted too; `args` and `ada_aug_p` are accepted and dropped.
+fine-tuning script resumes, docs/reference.md §4.2) are converted too; `args` and `ada_aug_p` are accepted
+and dropped.
 
 Result (`ConvertedModel.params`): `{"g_ema": {"params", "noises"}, "g": {...}, "d": {"params"}}` (the
 networks present in the file), each directly usable as `Generator.apply(variables, ...)`, plus

@@ -1,4 +1,4 @@
-"""Official `*_net_G.pth` (CUT ResnetGenerator state dict) -> `ResnetGenerator` params (SPEC §1.5)."""
+"""Official `*_net_G.pth` (CUT ResnetGenerator state dict) -> `ResnetGenerator` params (docs/reference.md §1.5)."""
 from __future__ import annotations
 
 from typing import Any, Mapping

@@ -7,7 +7,7 @@ the layout and replaces the shading with what the Shinkai-style target domain lo
 discriminator: a posterised sky, one flat and more saturated colour per region, and dark outlines on
 region boundaries.
 
-`write_demo_dataset` lays the result out exactly as the official loaders expect (SPEC §2.2):
+`write_demo_dataset` lays the result out exactly as the official loaders expect (docs/reference.md §2.2):
 
     <root>/unpaired_s2a/trainA/   photo-like scenes         (seeds from one stream)
     <root>/unpaired_s2a/trainB/   anime-like renderings     (of *other* scenes: unpaired)

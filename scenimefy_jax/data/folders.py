@@ -1,4 +1,4 @@
-"""The official data set layouts (SPEC §2.2) as sorted lists of files.
+"""The official data set layouts (docs/reference.md §2.2) as sorted lists of files.
 
 Unpaired (`UnalignedDataset`):  `<root>/trainA/` photos, `<root>/trainB/` anime.
 Paired (`AlignedDataset`):      `<root>/trainA/` photos, `<root>/trainB/` anime, matched by file name.

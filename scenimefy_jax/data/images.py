@@ -1,4 +1,4 @@
-"""Reading user images and the official test-time pre/post-processing (SPEC §1.7).
+"""Reading user images and the official test-time pre/post-processing (docs/reference.md §1.7).
 
 The official `test.py` path is: PIL open -> `.convert("RGB")` -> resize each side to the nearest
 multiple of 4 (Python `round`, so 270.5 -> 270) with BICUBIC if that changes the size -> [0, 1] ->

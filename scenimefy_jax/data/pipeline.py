@@ -1,4 +1,4 @@
-"""The training input pipeline (SPEC §2.2) on grain: deterministic, resumable, sharded per host.
+"""The training input pipeline (docs/reference.md §2.2) on grain: deterministic, resumable, sharded per host.
 
 What one training item holds, for global item position `t` (item `t` of the whole run):
 

@@ -1,4 +1,4 @@
-"""One folder of images as a training stream: the anime data of StyleGAN fine-tuning (SPEC §4.2).
+"""One folder of images as a training stream: the anime data of StyleGAN fine-tuning (docs/reference.md §4.2).
 
 The official fine-tuning reads a Cartoon-StyleGAN LMDB built by `prepare_data.py` (shorter side
 resized to the resolution with LANCZOS, centre crop, stored as JPEG quality 100) and applies

@@ -1,4 +1,4 @@
-"""`Translator`: photos in, anime scenes out, with the official test-time processing (SPEC §1.7).
+"""`Translator`: photos in, anime scenes out, with the official test-time processing (docs/reference.md §1.7).
 
     from scenimefy_jax.inference import Translator
     translator = Translator.from_checkpoint("Shinkai_net_G.pth")   # or a converted Orbax directory

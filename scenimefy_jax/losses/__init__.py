@@ -1,4 +1,4 @@
-"""Losses of semi-supervised translation (SPEC §2.6-2.7) as plain functions of arrays.
+"""Losses of semi-supervised translation (docs/reference.md §2.6-2.7) as plain functions of arrays.
 
 * `gan`: LSGAN for D, D_p and the generator.
 * `contrastive`: PatchNCE / StylePatchNCE, hard-negative weights, hDCE, SRC.

@@ -1,4 +1,4 @@
-"""CLIP losses of the StyleGAN fine-tuning (SPEC §4.4): global cosine loss and the patch-wise CLIP
+"""CLIP losses of the StyleGAN fine-tuning (docs/reference.md §4.4): global cosine loss and the patch-wise CLIP
 contrastive loss (OneshotCLIP `PatchLoss`), with the official grouping and the paper-style one (S2).
 
 Embeddings come from `scenimefy_jax.models.clip.encode_images` (L2-normalised CLIP features).
@@ -74,7 +74,7 @@ def patch_clip_loss(
 ) -> jax.Array:
     """Patch CLIP contrastive loss on crop-major `[n_crops * batch, D]` CLIP embeddings (mean over rows).
 
-    grouping="official" (SPEC §4.4): the rows are reshaped to `batch` groups without reordering (with
+    grouping="official" (docs/reference.md §4.4): the rows are reshaped to `batch` groups without reordering (with
     batch == n_crops each group is one crop location across the images; otherwise groups mix
     locations and images). grouping="per_image" (S2, paper-style): each group holds the crops of one
     image, so negatives are other locations of the same image.

@@ -1,4 +1,4 @@
-"""The optional VGG19 content loss (SPEC §2.6, quirk Q3). Disabled by the official train.sh."""
+"""The optional VGG19 content loss (docs/reference.md §2.6, §2.10 Q3). Disabled by the official train.sh."""
 from __future__ import annotations
 
 import jax

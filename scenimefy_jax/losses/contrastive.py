@@ -1,11 +1,11 @@
-"""Contrastive losses on projected patches: PatchNCE/StylePatchNCE, hDCE, SRC (SPEC §2.6).
+"""Contrastive losses on projected patches: PatchNCE/StylePatchNCE, hDCE, SRC (docs/reference.md §2.6).
 
 Every function here takes the patches of ONE image, `q` (query: from the translated image, carries the
 gradient) and `k` (key: from the source image, always stop-gradient), both `[P, D]` rows that the
 projection head has L2-normalised. The official code runs at batch size 1, where a "group" of
 negatives and the SRC similarity matrix are the P patches of one image; `batched(...)` vmaps these
 functions over a leading batch axis and averages, which keeps that meaning for any batch size and any
-sharding of the batch (SPEC Q6, Q14).
+sharding of the batch (docs/reference.md §2.10 Q6, Q14).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def hard_negative_weights(k: jax.Array, gamma: jax.Array | float) -> jax.Array:
 
 
 def hdce_loss(q: jax.Array, k: jax.Array, weights: jax.Array | None, tau: float = 0.07) -> jax.Array:
-    """Official `PatchHDCELoss`, averaged over rows, in its straight-through form (SPEC §2.6, Q7).
+    """Official `PatchHDCELoss`, averaged over rows, in its straight-through form (docs/reference.md §2.6, §2.10 Q7).
 
     With `v_i = logsumexp_j((n_ij - s_ii) / tau)` (weighted negatives, positive excluded from the
     denominator: decoupled CL), the official return value is

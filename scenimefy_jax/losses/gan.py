@@ -1,7 +1,7 @@
-"""LSGAN losses (`GANLoss('lsgan')`: MSE against 1 for real, 0 for fake), SPEC §2.6.
+"""LSGAN losses (`GANLoss('lsgan')`: MSE against 1 for real, 0 for fake), docs/reference.md §2.6.
 
 Means are over every patch score and every image. Patch maps have the same size for all images of a
-batch, so this equals the mean of per-image losses (SPEC Q14) and is independent of sharding.
+batch, so this equals the mean of per-image losses (docs/reference.md §2.10 Q14) and is independent of sharding.
 """
 from __future__ import annotations
 

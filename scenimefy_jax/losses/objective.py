@@ -1,4 +1,4 @@
-"""Per-layer sums of the contrastive losses and the total generator objective (SPEC §2.6-2.7).
+"""Per-layer sums of the contrastive losses and the total generator objective (docs/reference.md §2.6-2.7).
 
 Inputs are lists over the nce layers of projected patches `[B, P_l, D]` (B images; each image is its
 own group of negatives and its own SRC matrix, as at the official batch size 1) and the un-weighted
@@ -34,7 +34,7 @@ def src_term(queries, keys, lambda_src: float) -> jax.Array:
 
 
 def hdce_term(queries, keys, weights, lambda_hdce: float, tau: float) -> jax.Array:
-    """`L_HDCE = (1/L) sum_l lambda_HDCE * hDCE_l` (straight-through form, SPEC Q7)."""
+    """`L_HDCE = (1/L) sum_l lambda_HDCE * hDCE_l` (straight-through form, docs/reference.md §2.10 Q7)."""
     per_layer = [batched(hdce_loss)(q, k, w, tau) for q, k, w in zip(queries, keys, weights)]
     return sum(lambda_hdce * x for x in per_layer) / len(per_layer)
 
@@ -62,7 +62,7 @@ def generator_objective(
     lambda_pair: jax.Array | float,
     vgg: jax.Array | None = None,
 ) -> jax.Array:
-    """`L_G = [L_VGG] + L_GAN + L_HDCE_both + L_SRC + lambda_pair * (L_GAN_p + L_style)` (SPEC §2.7).
+    """`L_G = [L_VGG] + L_GAN + L_HDCE_both + L_SRC + lambda_pair * (L_GAN_p + L_style)` (docs/reference.md §2.7).
 
     All terms already carry their lambda; `L_HDCE_both = (L_HDCE + L_HDCE_Y) / 2` when the identity
     branch is on (`dce_idt`), else `L_HDCE`.

@@ -1,4 +1,4 @@
-"""StyleGAN2 adversarial losses and the lazy R1 penalty (rosinality `train.py`, SPEC §4.4).
+"""StyleGAN2 adversarial losses and the lazy R1 penalty (rosinality `train.py`, docs/reference.md §4.4).
 
 Pure functions of arrays; `r1_penalty` differentiates a discriminator function with respect to its
 input, so it composes with `jax.grad` over the discriminator parameters (second order, as PyTorch's

@@ -9,7 +9,7 @@ Parameter names mirror the Hugging Face keys (`vision_model.` dropped, integer s
 `pre_layrnorm` (sic), `encoder/layers_3/self_attn/q_proj`, `.../mlp/fc1`, `post_layernorm`,
 `visual_projection/kernel`.
 
-`clip_preprocess` is the fine-tuning script's CLIP input transform (SPEC §4.4): `x*0.5+0.5`, bicubic
+`clip_preprocess` is the fine-tuning script's CLIP input transform (docs/reference.md §4.4): `x*0.5+0.5`, bicubic
 resize to 224 exactly as PyTorch `F.interpolate(mode="bicubic", align_corners=False)` (Keys cubic with
 a = -0.75, no antialiasing, border samples clamped; `jax.image.resize` uses a = -0.5 and antialiases
 when downsampling, so it is not used), then the CLIP mean/std normalisation.
@@ -74,7 +74,10 @@ def resize_bicubic(x: jax.Array, height: int, width: int) -> jax.Array:
 
 
 def clip_preprocess(images: jax.Array, image_size: int = 224) -> jax.Array:
-    """Generator images in [-1, 1] `[B, H, W, 3]` -> CLIP input `[B, image_size, image_size, 3]` (SPEC §4.4)."""
+    """Generator images in [-1, 1] `[B, H, W, 3]` -> CLIP input `[B, image_size, image_size, 3]`.
+
+    The fine-tuning script's transform, docs/reference.md §4.4.
+    """
     x = images * 0.5 + 0.5
     x = resize_bicubic(x, image_size, image_size)
     return (x - jnp.asarray(CLIP_MEAN, x.dtype)) / jnp.asarray(CLIP_STD, x.dtype)

@@ -1,4 +1,4 @@
-"""The PatchGAN discriminators D (3-channel) and D_p (6-channel, conditional): SPEC §2.3.
+"""The PatchGAN discriminators D (3-channel) and D_p (6-channel, conditional): docs/reference.md §2.3.
 
 Both are the official `NLayerDiscriminator(input_nc, ndf=64, n_layers=3, norm=instance)` with
 anti-aliasing on (`no_antialias=False`): every stride-2 convolution of the original pix2pix PatchGAN is

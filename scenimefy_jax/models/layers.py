@@ -1,7 +1,7 @@
 """Building blocks shared by the CUT-style networks (translator, PatchGAN).
 
 All functions take NHWC arrays. The anti-aliased resampling filters of the official code
-(`Downsample`/`Upsample` in Semi_translation/models/networks.py, SPEC §1.3) are fixed, so they are
+(`Downsample`/`Upsample` in Semi_translation/models/networks.py, docs/reference.md §1.3) are fixed, so they are
 written here as explicit separable stencils instead of depthwise convolutions: same numbers, no
 learned state, and cheaper than a grouped convolution on every backend.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 
 def xavier_normal(gain: float = 0.02) -> nn.initializers.Initializer:
-    """CUT's `init_type=xavier`: N(0, gain * sqrt(2 / (fan_in + fan_out))) (SPEC §2.4)."""
+    """CUT's `init_type=xavier`: N(0, gain * sqrt(2 / (fan_in + fan_out))) (docs/reference.md §2.4)."""
     return nn.initializers.variance_scaling(gain**2, "fan_avg", "normal")
 
 
@@ -74,7 +74,7 @@ def _blur_up_axis(x: jax.Array, axis: int) -> jax.Array:
 
 
 def blur_upsample(x: jax.Array) -> jax.Array:
-    """Official `Upsample(filt_size=4, repl)`: equals bilinear x2 with half-pixel centres (SPEC §1.3)."""
+    """Official `Upsample(filt_size=4, repl)`: equals bilinear x2 with half-pixel centres (docs/reference.md §1.3)."""
     return _blur_up_axis(_blur_up_axis(x, 1), 2)
 
 

@@ -1,4 +1,4 @@
-"""Patch sampling and the projection heads F / F_s (the official `PatchSampleF`, SPEC §2.3).
+"""Patch sampling and the projection heads F / F_s (the official `PatchSampleF`, docs/reference.md §2.3).
 
 The official module builds its MLPs lazily at the first call; here they are created eagerly from the
 known tap channel counts (3, 128, 256, 256, 256 for ngf = 64), with the same xavier/0.02 init.
@@ -44,7 +44,7 @@ def sample_patch_ids(
     For each `(H, W)` in `spatial_sizes`, positions index the row-major flattened `H*W` grid (as the
     official `feat.permute(0, 2, 3, 1).flatten(1, 2)`); `min(num_patches, H*W)` of them are taken
     from a uniform random permutation. With `batch_size=None` one set is shared by every image
-    (official, SPEC Q9) and each array is `[P]`; otherwise each image gets its own set, `[B, P]`.
+    (official, docs/reference.md §2.10 Q9) and each array is `[P]`; otherwise each image gets its own set, `[B, P]`.
     """
     keys = jax.random.split(rng, len(spatial_sizes))
     ids = []

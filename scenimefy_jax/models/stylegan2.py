@@ -1,4 +1,4 @@
-"""StyleGAN2 generator and discriminator, rosinality style (SPEC §3.1-3.2), in Flax on NHWC arrays.
+"""StyleGAN2 generator and discriminator, rosinality style (docs/reference.md §3.1-3.2), in Flax on NHWC arrays.
 
 Parameter names mirror the PyTorch state-dict keys: an integer key segment is joined to the segment
 before it with `_` and `weight` becomes `kernel` (the layout changes), e.g.
@@ -141,7 +141,7 @@ def _conv(x, w, padding, lhs_dilation=(1, 1), groups=1):
 
 
 class ModulatedConv2d(nn.Module):
-    """Modulated (and optionally demodulated) conv, plain or 2x upsampling (SPEC §3.1).
+    """Modulated (and optionally demodulated) conv, plain or 2x upsampling (docs/reference.md §3.1).
 
     `__call__(x [B, H, W, C_in], w [B, style_dim]) -> [B, H', W', C_out]` with H' = H, or 2H when
     `upsample` (transposed conv stride 2, padding 0 -> 2H+1, then Blur(kernel*4, pad (1, 1)) -> 2H).
@@ -253,7 +253,7 @@ class ToRGB(nn.Module):
 
 
 class Generator(nn.Module):
-    """rosinality StyleGAN2 generator (SPEC §3.1). Output `[B, size, size, 3]`, unclamped, ~[-1, 1].
+    """rosinality StyleGAN2 generator (docs/reference.md §3.1). Output `[B, size, size, 3]`, unclamped, ~[-1, 1].
 
     `channels` (a tuple of `(resolution, channels)` pairs, see `channels_field`) overrides the table
     derived from `channel_multiplier`, which lets tests build a small network of the same topology.
@@ -458,7 +458,7 @@ def minibatch_stddev(x: jax.Array, group_size: int = 4) -> jax.Array:
 
 
 class Discriminator(nn.Module):
-    """rosinality StyleGAN2 discriminator (SPEC §3.2): `[B, size, size, 3] -> logits [B, 1]`."""
+    """rosinality StyleGAN2 discriminator (docs/reference.md §3.2): `[B, size, size, 3] -> logits [B, 1]`."""
 
     size: int = 256
     channel_multiplier: int = 2

@@ -1,11 +1,11 @@
-"""The photo-to-anime translator: CUT's `ResnetGenerator` (resnet_9blocks), SPEC §1.
+"""The photo-to-anime translator: CUT's `ResnetGenerator` (resnet_9blocks), docs/reference.md §1.
 
 Parameter names mirror the PyTorch state dict (`model.8.weight` -> `model_8/kernel`,
 `model.12.conv_block.5.bias` -> `model_12/conv_block_5/bias`), so the converter is a rename plus a
 transpose and a reader of either side can find the other.
 
 The official forward is a walk over `nn.Sequential` indices 0..31 that can record the output of
-chosen indices (the `nce_layers` taps used by PatchNCE/SRC, SPEC §1.6). `ResnetGenerator` keeps that
+chosen indices (the `nce_layers` taps used by PatchNCE/SRC, docs/reference.md §1.6). `ResnetGenerator` keeps that
 walk explicit, so a tap index here means exactly what it means in the official code.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ LAST_ENCODER_LAYER = 16
 
 
 class ResnetBlock(nn.Module):
-    """`x + [reflect-pad, conv3x3, IN, ReLU, reflect-pad, conv3x3, IN](x)` (SPEC §1.4)."""
+    """`x + [reflect-pad, conv3x3, IN, ReLU, reflect-pad, conv3x3, IN](x)` (docs/reference.md §1.4)."""
 
     dim: int
     dtype: jnp.dtype = jnp.float32

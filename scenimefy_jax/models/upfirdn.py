@@ -1,6 +1,6 @@
 """upfirdn2d in pure JAX: upsample (zero insertion), pad (negative = crop), FIR filter, downsample.
 
-Reproduces rosinality's `upfirdn2d` (SPEC §3.1) on NHWC arrays. Per spatial axis:
+Reproduces rosinality's `upfirdn2d` (docs/reference.md §3.1) on NHWC arrays. Per spatial axis:
 
     1. insert `up - 1` zeros after every sample          (length n * up)
     2. pad `p0` before and `p1` after (negative crops)    (length n * up + p0 + p1)

@@ -1,6 +1,6 @@
 """VGG19 feature extractor in the torchvision layout (`torchvision.models.vgg19().features`).
 
-Used by the optional content loss of the translator (SPEC §2.3: `features[0..25]`, the output of
+Used by the optional content loss of the translator (docs/reference.md §2.3: `features[0..25]`, the output of
 conv4_4 *before* its ReLU, inputs in [0, 1] without ImageNet mean/std) and by StyleGAN fine-tuning.
 `last_layer` is the torchvision `features` index to stop after (inclusive), so any prefix of the
 network can be built; `taps` records intermediate module outputs by index.

@@ -5,7 +5,7 @@ Wires a config to the data pipeline (`data/pipeline.py`), the semi-supervised st
 
 * epoch = one pass over the unpaired photos at the global batch (`max(|A|, |B|) // B` steps, the
   official `drop_last`); the epoch's lr multiplier, hDCE temperature and supervised weight
-  (SPEC §2.8, Appendix A) are computed on the host for the step about to run and enter the jitted
+  (docs/reference.md §2.8, Appendix A) are computed on the host for the step about to run and enter the jitted
   step as traced scalars;
 * image grids `x | G(x) | y | x_p | G(x_p) | y_p`;
 * at the end the translator is exported where `Translator.from_checkpoint(<workdir>/translator)`
@@ -48,7 +48,7 @@ def resolve_sources(config) -> tuple[pipeline.TrainSources, str]:
         return pipeline.record_sources(data.packed), f"packed data set {data.packed}"
     if data.unpaired or data.paired:
         if not (data.unpaired and data.paired):
-            raise ValueError("data.unpaired and data.paired must be set together (SPEC §2.2 layouts)")
+            raise ValueError("data.unpaired and data.paired must be set together (docs/reference.md §2.2 layouts)")
         return pipeline.folder_sources(data.unpaired, data.paired), f"folders {data.unpaired} + {data.paired}"
     root = os.path.join(config.workdir, "demo_data")
     d = data.demo
@@ -170,7 +170,7 @@ def run(config) -> int:
         _log.warning(
             "faithful_to=official_code with %d epochs: the official lambda_pair = cos(pi/2 * N * (e - 1)) is "
             "1.0 for every epoch only when N is a multiple of 4 (it is with the official N = 20); here it "
-            "takes the values %s (SPEC §2.7)", hparams.total_epochs, [round(w, 4) for w in pair_weights])
+            "takes the values %s (docs/reference.md §2.7)", hparams.total_epochs, [round(w, 4) for w in pair_weights])
     vgg_params = None
     if hparams.lambda_VGG > 0:
         if not config.vgg_checkpoint:

@@ -1,13 +1,13 @@
 """One iteration of semi-supervised translation (Scenimefy's `semi_cut` model) as a pure function.
 
-`train_step(state, batch, rng, schedule)` reproduces the official `optimize_parameters` (SPEC §2.5):
+`train_step(state, batch, rng, schedule)` reproduces the official `optimize_parameters` (docs/reference.md §2.5):
 one generator forward on `[x; y; x^p]`, the D update, the D_p update, then the joint G + F + F_s
 update from the same forward (through `jax.vjp`, so the fakes are not recomputed), with five Adam
 optimisers. Everything that varies per epoch (lr multiplier, hDCE temperature, supervised weight)
 arrives in `schedule`, a pytree of float32 scalars, so a new epoch never recompiles the step.
 
 Batches: `{"x", "y", "x_p", "y_p"}`, each `[B, H, W, 3]` in [-1, 1] (x photo, y anime, (x_p, y_p) a
-pseudo pair). Every loss is computed per image and averaged over the batch (SPEC Q14), so a global
+pseudo pair). Every loss is computed per image and averaged over the batch (docs/reference.md §2.10 Q14), so a global
 batch sharded over a mesh's data axis gives the same numbers as on one device.
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ NETWORKS = ("G", "D", "D_p", "F", "F_s")
 
 @dataclasses.dataclass(frozen=True)
 class I2IHParams:
-    """Hyper-parameters of the official train.sh run (SPEC §2.1) and the official-vs-paper switch."""
+    """Hyper-parameters of the official train.sh run (docs/reference.md §2.1) and the official-vs-paper switch."""
 
-    faithful_to: str = "official_code"  # "official_code" | "paper": SPEC §2.10 Q1-Q3
+    faithful_to: str = "official_code"  # "official_code" | "paper": docs/reference.md §2.10 Q1-Q3
     # loss weights
     lambda_GAN: float = 1.0
     lambda_GAN_p: float = 1.0
@@ -78,7 +78,7 @@ class I2IHParams:
             # the projection heads are built for the five official taps
             raise ValueError(f"nce_layers must be {NCE_LAYERS}, got {self.nce_layers}")
         if self.n_blocks < 5:
-            # tap 16 is the output of the fifth residual block (SPEC §1.6)
+            # tap 16 is the output of the fifth residual block (docs/reference.md §1.6)
             raise ValueError(f"n_blocks must be >= 5 so that nce layer 16 is a residual block, got {self.n_blocks}")
 
     @property
@@ -94,7 +94,7 @@ class I2IHParams:
 
 
 def lr_multiplier(hp: I2IHParams, epoch: int) -> float:
-    """Official linear policy (SPEC §2.8): `1 - max(0, e - n_epochs) / (n_epochs_decay + 1)`, e 1-based."""
+    """Official linear policy (docs/reference.md §2.8): `1 - max(0, e - n_epochs) / (n_epochs_decay + 1)`, e 1-based."""
     return 1.0 - max(0, epoch - hp.n_epochs) / float(hp.n_epochs_decay + 1)
 
 
@@ -106,7 +106,7 @@ def hdce_gamma(hp: I2IHParams, epoch: int) -> float:
 
 
 def lambda_pair(hp: I2IHParams, epoch: int) -> float:
-    """Weight of the supervised branch (SPEC §2.7, Q1).
+    """Weight of the supervised branch (docs/reference.md §2.7, §2.10 Q1).
 
     official_code: `cos(pi/2 * N * (e-1))`, which is 1.0 for every integer epoch (precedence slip);
     paper: `cos(pi/2 * (e-1) / N)`, decaying 1.0 -> 0.0785 over N = 20 epochs.
@@ -160,7 +160,7 @@ def build_networks(hp: I2IHParams) -> Networks:
 
 
 def make_optimizer(hp: I2IHParams) -> optax.GradientTransformation:
-    """Adam(lr 2e-4, betas 0.5/0.999, eps 1e-8), no weight decay (SPEC §2.8); the epoch's
+    """Adam(lr 2e-4, betas 0.5/0.999, eps 1e-8), no weight decay (docs/reference.md §2.8); the epoch's
     multiplier is applied to the update in `train_step` (same as scaling the lr)."""
     return optax.adam(hp.lr, b1=hp.beta1, b2=hp.beta2, eps=hp.eps)
 
@@ -175,7 +175,7 @@ class TrainState:
 
 
 def tap_spatial_sizes(image_hw: tuple[int, int], nce_layers: Sequence[int] = NCE_LAYERS) -> list[tuple[int, int]]:
-    """(H, W) of the generator taps for an `image_hw` input (SPEC §1.6): padded input, full, 1/2, 1/4."""
+    """(H, W) of the generator taps for an `image_hw` input (docs/reference.md §1.6): padded input, full, 1/2, 1/4."""
     h, w = image_hw
 
     def size(n: int, index: int) -> int:
@@ -190,7 +190,7 @@ def tap_spatial_sizes(image_hw: tuple[int, int], nce_layers: Sequence[int] = NCE
 
 
 def create_train_state(rng: jax.Array, hparams: I2IHParams, image_size: int | tuple[int, int] = 256) -> TrainState:
-    """Fresh parameters with CUT's init (xavier normal, gain 0.02, zero biases; SPEC §2.4) and Adam states.
+    """Fresh parameters with CUT's init (xavier normal, gain 0.02, zero biases; docs/reference.md §2.4) and Adam states.
 
     The networks are fully convolutional, so `image_size` (H, W multiples of 4) only checks and sizes
     the init trace.
@@ -265,7 +265,7 @@ def train_step(
     hparams: I2IHParams,
     patch_ids: PatchIds | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """D step, D_p step, then the joint G + F + F_s step (SPEC §2.5); returns `(state, metrics)`.
+    """D step, D_p step, then the joint G + F + F_s step (docs/reference.md §2.5); returns `(state, metrics)`.
 
     `rng` only draws the patch positions (`draw_patch_ids`); `patch_ids` overrides them (tests).
     `vgg_params` (frozen, from `convert/vgg.py`) is required when `lambda_VGG > 0`.

@@ -258,7 +258,7 @@ def _adam_count(opt_state) -> int:
 
 
 def _check_optimizer_hparams(saved: dict, hp: st.FinetuneHParams) -> None:
-    """PyTorch's `optimizer.load_state_dict` also restores the saved lr/betas (SPEC §4.4): say so when
+    """PyTorch's `optimizer.load_state_dict` also restores the saved lr/betas (docs/reference.md §4.4): say so when
     the source's differ from the configured ones, which are the ones used here."""
     for name, (lr, betas) in (("g_optim", hp.g_adam()), ("d_optim", hp.d_adam())):
         if name not in saved:

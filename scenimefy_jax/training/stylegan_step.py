@@ -1,7 +1,7 @@
-"""One iteration of the semantic-constrained StyleGAN2 fine-tuning (SPEC §4) as a pure function.
+"""One iteration of the semantic-constrained StyleGAN2 fine-tuning (docs/reference.md §4) as a pure function.
 
 `train_step(state, batch, rng, hparams=..., nets=...)` reproduces an iteration of the authors'
-`train_patch_clip_con_loss.py` (a Cartoon-StyleGAN / rosinality `train.py`, SPEC §4.1-4.4):
+`train_patch_clip_con_loss.py` (a Cartoon-StyleGAN / rosinality `train.py`, docs/reference.md §4.1-4.4):
 
 1. **D step**: a fresh (style-mixed) batch of G_t images, non-saturating logistic loss, Adam.
 2. **Lazy R1** on the *updated* D when `(start_iter + step) % d_reg_every == 0`: a second Adam step
@@ -9,12 +9,12 @@
    and plain steps share one compiled program.
 3. **G step** (new z's) against the updated D: `L_adv + 0.01 L_con + 1.0 L_clip + 0.05 L_patch`, where
    the content, global CLIP and patch CLIP terms compare G_t(z) with the frozen source G_s(z).
-   FreezeG = 3: only the last three resolution blocks of G_t train (SPEC §4.3). An optax
+   FreezeG = 3: only the last three resolution blocks of G_t train (docs/reference.md §4.3). An optax
    `multi_transform` gives the frozen leaves `set_to_zero` (no Adam slots at all) and the update is
    applied to the trainable leaves only, so frozen parameters stay bit-identical.
 4. **EMA**: `g_ema <- d g_ema + (1 - d) G_t` over **all** parameters, `d = 0.5 ** (32 / 10000)`.
 
-Official-code vs paper choices (SPEC §4.6), selected by `faithful_to`:
+Official-code vs paper choices (docs/reference.md §4.6), selected by `faithful_to`:
 
 | # | "official_code" | "paper" |
 | S1 | content input `G_t(z) + 0.5` (precedence bug) | `(G_t(z) + 1) / 2` (LPIPS: not available) |
@@ -51,7 +51,7 @@ INIT_FROM = ("g", "g_ema")
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneHParams:
-    """The official script's settings (SPEC §4.4) and the official-vs-paper switch (SPEC §4.6)."""
+    """The official script's settings and the official-vs-paper switch (docs/reference.md §4.4, §4.6)."""
 
     faithful_to: str = "official_code"
     freeze_g: int = 3  # trainable last resolution blocks of G_t; -1: all of G_t trains (plain StyleGAN2)
@@ -116,7 +116,7 @@ def trainable_modules(G: sg.Generator, freeze_g: int) -> tuple[str, ...] | None:
     Cartoon-StyleGAN unfreezes, for `layer` in range(freeze_g): `convs.{L-2-2 layer}`,
     `convs.{L-3-2 layer}`, `to_rgbs.{log_size-3-layer}` with L = num_layers; for 256 and 3 that is
     convs 6-11 and to_rgbs 3-5 (resolutions 64-256). The official code matches names by substring;
-    here the module names are matched exactly (identical for every size, see SPEC §4.3).
+    here the module names are matched exactly (identical for every size, see docs/reference.md §4.3).
     """
     if freeze_g < 0:
         return None
@@ -141,7 +141,7 @@ def freeze_labels(g_params: Mapping[str, Any], G: sg.Generator, freeze_g: int) -
 
 def g_optimizer(hp: FinetuneHParams, labels: Mapping[str, Any]) -> optax.GradientTransformation:
     """Adam with the lazy-regularisation lr/betas on the trainable leaves; frozen leaves get
-    `set_to_zero` and therefore no optimiser slots (SPEC §4.3-4.4)."""
+    `set_to_zero` and therefore no optimiser slots (docs/reference.md §4.3-4.4)."""
     lr, (b1, b2) = hp.g_adam()
     return optax.multi_transform(
         {"train": optax.adam(lr, b1=b1, b2=b2, eps=1e-8), "frozen": optax.set_to_zero()}, labels)
@@ -196,7 +196,7 @@ def create_finetune_state(
     Official (`init_from="g"`): G_t <- `g`, D <- `d`, G_ema <- `g_ema`, G_s <- `g_ema` (frozen).
     `init_from="g_ema"` starts G_t from `g_ema` instead (then G_t's frozen layers equal G_s's).
     With `resume_optimizers` and both optimiser states in `source`, Adam resumes them as the official
-    script does (SPEC §4.2; see `resume_adam`); otherwise Adam starts fresh.
+    script does (docs/reference.md §4.2; see `resume_adam`); otherwise Adam starts fresh.
     """
     if init_from not in INIT_FROM:
         raise ValueError(f"init_from must be one of {INIT_FROM}, got {init_from!r}")

@@ -1,6 +1,6 @@
 """Converters of the official training checkpoints (D, D_p, F, F_s) and torchvision VGG19.
 
-Key sets come from the PyTorch reference networks built from SPEC §2.3 (the official module layout),
+Key sets come from the PyTorch reference networks built from docs/reference.md §2.3 (the official module layout),
 saved with torch.save and read back through the registry (weights_only). Missing, unexpected and
 mis-shaped keys are refused by name; kind detection is unambiguous among all registered kinds.
 """

@@ -1,4 +1,4 @@
-"""Image reading and the official test-time pre/post-processing (SPEC §1.7)."""
+"""Image reading and the official test-time pre/post-processing (docs/reference.md §1.7)."""
 import io
 
 import numpy as np

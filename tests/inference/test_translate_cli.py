@@ -1,6 +1,6 @@
 """The translate job end to end on a folder of awkward inputs, against the official pipeline.
 
-"Official pipeline" here is SPEC §1.7 written out with PIL and PyTorch: `Image.open(...).convert("RGB")`,
+"Official pipeline" here is docs/reference.md §1.7 written out with PIL and PyTorch: `Image.open(...).convert("RGB")`,
 base-4 bicubic resize, ToTensor + Normalize, the PyTorch reference generator, `tensor2im`. The CLI runs
 the converted JAX generator; outputs must agree to within one intensity level (float32 rounding can
 move a value across an integer boundary before the truncating cast).

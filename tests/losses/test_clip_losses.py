@@ -1,5 +1,5 @@
 """CLIP global and patch contrastive losses (value and gradient) against PyTorch references written
-from SPEC §4.4 (the patch loss is `tests/torch_reference/stylegan_finetune.patch_loss`, the one the
+from docs/reference.md §4.4 (the patch loss is `tests/torch_reference/stylegan_finetune.patch_loss`, the one the
 fine-tuning parity test uses: OneshotCLIP `PatchLoss`, detached keys, -10 diagonal, CE to index 0).
 Tolerance: float32, 1e-5 relative.
 """

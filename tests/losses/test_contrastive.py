@@ -1,10 +1,10 @@
-"""PatchNCE, hard-negative weights, hDCE and SRC vs the official loss forms in PyTorch (SPEC §2.6).
+"""PatchNCE, hard-negative weights, hDCE and SRC vs the official loss forms in PyTorch (docs/reference.md §2.6).
 
 Features are random unit vectors (what F outputs). Values and gradients with respect to the query are
 compared against PyTorch autograd through the reference modules of `tests/torch_reference/cut_training.py`.
 Tolerances (float32): values 1e-5 relative; gradients 1e-4 of the gradient's largest entry.
 hDCE is checked twice because its value and gradient differ by design (Q7); SRC's gradient is compared
-in its tangential part (the radial part is irrelevant on unit vectors, SPEC §2.6).
+in its tangential part (the radial part is irrelevant on unit vectors, docs/reference.md §2.6).
 """
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,5 @@
 """CLIP vision tower parity with transformers' PyTorch `CLIPModel.get_image_features` (random weights),
-and the PyTorch-exact bicubic resize of the CLIP preprocessing (SPEC §4.4).
+and the PyTorch-exact bicubic resize of the CLIP preprocessing (docs/reference.md §4.4).
 
 Tolerances (float32): features agree to 1e-4 relative to their scale (small config) and 5e-4 (ViT-B/32,
 12 layers of accumulated summation-order differences); the resize agrees to 1e-5 absolute.

@@ -1,5 +1,5 @@
 """Parity of the PatchGAN discriminators D (3-ch) and D_p (6-ch) with a PyTorch NLayerDiscriminator
-written from SPEC §2.3 (same converted weights).
+written from docs/reference.md §2.3 (same converted weights).
 
 Tolerance: float32; scores agree to 1e-4 relative to the output's scale. Weights are He-scaled random
 values so activations stay O(1).

@@ -1,4 +1,4 @@
-"""Closed forms of the anti-aliased resampling filters (SPEC §1.3) and InstanceNorm."""
+"""Closed forms of the anti-aliased resampling filters (docs/reference.md §1.3) and InstanceNorm."""
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Projection heads F / F_s and patch sampling vs a PyTorch PatchSampleF written from SPEC §2.3.
+"""Projection heads F / F_s and patch sampling vs a PyTorch PatchSampleF written from docs/reference.md §2.3.
 
 Given the same positions, projected unit vectors agree to 1e-5 absolute (float32). Sampling is checked
 for its contract: no repeated position, range, min(256, H*W) positions, shared vs per-image sets.

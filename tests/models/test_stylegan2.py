@@ -1,7 +1,8 @@
-"""Parity of the Flax StyleGAN2 with the PyTorch reference written from SPEC §3.1-3.2 (same weights).
+"""Parity of the Flax StyleGAN2 with the PyTorch reference written from docs/reference.md §3.1-3.2
+(same weights).
 
 Weights are random with non-zero noise strengths, biases and modulation offsets (`ref.randomize_`).
-Small configs (size 32, style_dim 64, narrow channels) keep the default run fast; the full SPEC size
+Small configs (size 32, style_dim 64, narrow channels) keep the default run fast; the full official size
 is checked by parameter count here and by the slow-marked full-size image test.
 Tolerance: float32; images (O(1)) agree to 2e-4 absolute, logits to 1e-4 relative to their scale.
 """
@@ -159,8 +160,8 @@ def test_discriminator_logits(batch):
 def test_full_size_parameter_counts():
     g = jax.eval_shape(lambda k: sg.init_generator(sg.Generator(), k), jax.random.key(0))
     d = jax.eval_shape(lambda k: sg.Discriminator().init(k, jnp.zeros((1, 256, 256, 3))), jax.random.key(0))
-    assert sg.count_params(g["params"]) == 30_034_338  # SPEC §3.1 [run]
-    assert sg.count_params(d["params"]) == 28_864_129  # SPEC §3.2
+    assert sg.count_params(g["params"]) == 30_034_338  # docs/reference.md §3.1 [run]
+    assert sg.count_params(d["params"]) == 28_864_129  # docs/reference.md §3.2
     torch_g = ref.Generator(256, 512, 8)
     assert sum(p.numel() for p in torch_g.parameters()) == 30_034_338
 

@@ -1,4 +1,4 @@
-"""Parity of the JAX translator with a PyTorch ResnetGenerator built from SPEC §1 (same weights).
+"""Parity of the JAX translator with a PyTorch ResnetGenerator built from docs/reference.md §1 (same weights).
 
 Tolerance: float32 throughout; outputs (tanh, in [-1, 1]) agree to 1e-4 absolute, the five encoder
 taps to 1e-4 relative to each tap's scale. Weights are He-scaled random values (not CUT's 0.02 init),

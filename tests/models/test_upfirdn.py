@@ -31,7 +31,7 @@ def test_matches_pytorch(up, down, pad, scale):
     got = np.asarray(upfirdn2d(x, kernel, up, down, pad))
     assert got.shape == want.shape
     n = 11
-    assert got.shape[1] == (n * up + pad[0] + pad[1] - 4 + down) // down  # SPEC §3.1 length formula
+    assert got.shape[1] == (n * up + pad[0] + pad[1] - 4 + down) // down  # docs/reference.md §3.1 length formula
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 

@@ -1,4 +1,4 @@
-"""VGG19 features[0..25] (conv4_4 before ReLU) vs a torchvision-layout PyTorch VGG19 (SPEC §2.3).
+"""VGG19 features[0..25] (conv4_4 before ReLU) vs a torchvision-layout PyTorch VGG19 (docs/reference.md §2.3).
 
 Tolerance: float32, 1e-4 relative to the output's scale (13 convs deep). He-scaled random weights.
 """

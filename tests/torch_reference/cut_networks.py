@@ -1,4 +1,4 @@
-"""PyTorch reference of the official CUT/Scenimefy networks, written from SPEC §1 and §2.3.
+"""PyTorch reference of the official CUT/Scenimefy networks, written from docs/reference.md §1 and §2.3.
 
 Used only by parity tests and benchmarks (never by the library). Module indices and state-dict keys
 are those of the official code, so a state dict from here is shaped like a released checkpoint.
@@ -18,7 +18,7 @@ def _blur_kernel(taps):
 
 
 class Downsample(nn.Module):
-    """Reflect-pad 1, depthwise [1,2,1]^2/16 blur, stride 2 (SPEC §1.3)."""
+    """Reflect-pad 1, depthwise [1,2,1]^2/16 blur, stride 2 (docs/reference.md §1.3)."""
 
     def __init__(self, channels):
         super().__init__()
@@ -53,7 +53,7 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """resnet_9blocks, ngf 64, instance norm, anti-aliased down/up sampling (SPEC §1.2)."""
+    """resnet_9blocks, ngf 64, instance norm, anti-aliased down/up sampling (docs/reference.md §1.2)."""
 
     def __init__(self, ngf=64, n_blocks=9, input_nc=3, output_nc=3):
         super().__init__()

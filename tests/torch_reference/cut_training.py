@@ -1,4 +1,4 @@
-"""PyTorch reference of the semi-supervised training pieces, written from SPEC §2.3-2.8.
+"""PyTorch reference of the semi-supervised training pieces, written from docs/reference.md §2.3-2.8.
 
 Discriminator, projection heads (with injectable patch positions), VGG19 features, the loss modules
 as the official code computes them (batch size 1 semantics, in-place masking, straight-through hDCE),
@@ -19,7 +19,7 @@ from tests.torch_reference.cut_networks import Downsample
 
 
 class NLayerDiscriminator(nn.Module):
-    """n_layers=3 PatchGAN, InstanceNorm, anti-aliased (SPEC §2.3 table)."""
+    """n_layers=3 PatchGAN, InstanceNorm, anti-aliased (docs/reference.md §2.3 table)."""
 
     def __init__(self, input_nc=3, ndf=64, n_layers=3):
         super().__init__()
@@ -172,7 +172,7 @@ def training_iteration(nets, opts, batch, ids_unpaired, ids_paired, *, epoch, fa
                        n_epochs=10, n_epochs_decay=10, lambda_nce_s=0.05, lambda_vgg=-1.0, vgg=None,
                        nce_layers=(0, 4, 8, 12, 16), tau=0.07, lambda_gan=1.0, lambda_gan_p=1.0,
                        lambda_hdce=0.1, lambda_src=0.05):
-    """One official `optimize_parameters` at batch size 1 (SPEC §2.5-2.7).
+    """One official `optimize_parameters` at batch size 1 (docs/reference.md §2.5-2.7).
 
     nets: dict G, D, D_p, F, F_s (modules); opts: dict of torch.optim.Adam with the lr already set
     for this epoch; batch: dict x, y, x_p, y_p of (1, 3, H, W); ids: lists of LongTensor per layer.

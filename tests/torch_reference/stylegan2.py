@@ -1,6 +1,6 @@
-"""PyTorch reference of the rosinality-style StyleGAN2 (SPEC §3.1-3.2), no CUDA ops.
+"""PyTorch reference of the rosinality-style StyleGAN2 (docs/reference.md §3.1-3.2), no CUDA ops.
 
-Written here from the SPEC (not copied): module names and state-dict keys are those of the checkpoints
+Written here from that reference (not copied): module names and state-dict keys are those of the checkpoints
 (`style.1.weight`, `convs.3.conv.modulation.bias`, `noises.noise_5`, ...), and the arithmetic follows the
 "fused" path the official code runs (per-sample modulated weights in one grouped convolution).
 """

@@ -1,5 +1,5 @@
-"""PyTorch reference of one iteration of the authors' StyleGAN fine-tuning script (SPEC §4.4), written
-here from the SPEC: the rosinality / Cartoon-StyleGAN training loop with FreezeG, the VGG19 content
+"""PyTorch reference of one iteration of the authors' StyleGAN fine-tuning script, written here from
+docs/reference.md §4.4: the rosinality / Cartoon-StyleGAN training loop with FreezeG, the VGG19 content
 loss, the CLIP global loss and the OneshotCLIP patch loss, on the reference networks of
 `stylegan2.py` / `cut_training.py` and transformers' `CLIPModel`.
 

@@ -1,4 +1,4 @@
-"""One JAX `train_step` vs one official training iteration in PyTorch (SPEC §2.5-2.8).
+"""One JAX `train_step` vs one official training iteration in PyTorch (docs/reference.md §2.5-2.8).
 
 From identical weights (He-scaled random, converted with the official-checkpoint converters), inputs
 and patch positions, both sides run D, then D_p, then G + F + F_s with Adam, at epoch 12 (lr

@@ -1,4 +1,4 @@
-"""StyleGAN2 fine-tuning (SPEC §4): one JAX step against the PyTorch reference iteration, FreezeG
+"""StyleGAN2 fine-tuning (docs/reference.md §4): one JAX step against the PyTorch reference iteration, FreezeG
 (frozen parameters bit-identical, no optimiser slots), the lazy-R1 schedule, and the job end to end
 with resume.
 
