@@ -2,9 +2,12 @@
 
     python tools/convert_checkpoint.py Shinkai_net_G.pth converted/shinkai_G
     python tools/convert_checkpoint.py some_file.pth out/ --kind translator
+    python tools/convert_checkpoint.py model_final_503e96.pkl models/mask2former      # detectron2
+    python tools/convert_checkpoint.py mask2former-swin-base-ade-semantic/ models/m2f  # HF folder
 
 The kind is detected from the keys; `--kind` forces one (and then every missing, unexpected or
-mis-shaped key is listed if the file does not match). Files are read with `weights_only=True`.
+mis-shaped key is listed if the file does not match). PyTorch files are read with
+`weights_only=True`, detectron2 `.pkl` files with an unpickler that rebuilds numpy arrays only.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from scenimefy_jax import convert, model_io  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="PyTorch checkpoint (.pth / .pt)")
+    parser.add_argument("source", help="PyTorch checkpoint (.pth / .pt / .bin), detectron2 .pkl, or Hugging Face folder")
     parser.add_argument("output", help="output directory (must not exist unless --overwrite)")
     parser.add_argument("--kind", choices=convert.kinds(), help="checkpoint kind (default: detect from keys)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -38,7 +41,7 @@ def main(argv=None) -> int:
     source = {
         "file": os.path.basename(args.source),
         "path": os.path.abspath(args.source),
-        "sha256": convert.file_sha256(args.source),
+        "sha256": convert.checkpoint_sha256(args.source),
     }
     out = model_io.save_model(
         args.output,

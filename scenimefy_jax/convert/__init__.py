@@ -22,16 +22,40 @@ _CONVERTER_MODULES = (
     "scenimefy_jax.convert.patchgan",
     "scenimefy_jax.convert.projection",
     "scenimefy_jax.convert.vgg",
+    "scenimefy_jax.convert.mask2former",
 )
 
 for _name in _CONVERTER_MODULES:
     importlib.import_module(_name)
 
 
-def convert_file(path: str | os.PathLike, kind: str | None = None) -> ConvertedModel:
-    """Reads a PyTorch checkpoint (weights only) and converts it; `kind=None` detects it."""
+def read_checkpoint(path: str | os.PathLike):
+    """Loads any supported checkpoint form without running code: a PyTorch file (`weights_only`), a
+    detectron2 `.pkl` (numpy-only unpickler), or a Hugging Face model folder (`config.json` + weights)."""
+    from scenimefy_jax.convert import mask2former
+
     source = os.fspath(path)
-    checkpoint = load_torch_checkpoint(source)
+    if os.path.isdir(source):
+        return mask2former.load_hf_folder(source)
+    if source.endswith(".pkl"):
+        return mask2former.load_detectron2_pickle(source)
+    return load_torch_checkpoint(source)
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file, or of the weights file inside a Hugging Face folder."""
+    from scenimefy_jax.convert import mask2former
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return file_sha256(mask2former.load_hf_folder_weights_path(path))
+    return file_sha256(path)
+
+
+def convert_file(path: str | os.PathLike, kind: str | None = None) -> ConvertedModel:
+    """Reads a checkpoint (see `read_checkpoint`) and converts it; `kind=None` detects it."""
+    source = os.fspath(path)
+    checkpoint = read_checkpoint(source)
     kind = kind or detect_kind(checkpoint, source)
     return get_converter(kind).convert(checkpoint, source)
 
@@ -40,6 +64,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "ConvertedModel",
+    "checkpoint_sha256",
+    "read_checkpoint",
     "Converter",
     "convert_file",
     "detect_kind",
