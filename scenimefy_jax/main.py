@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 JOBS = {
     "translate": "scenimefy_jax.inference.cli",
+    "segment": "scenimefy_jax.segmentation.cli",
     "i2i": "scenimefy_jax.training.i2i",
     "sample": "scenimefy_jax.sampling",
     "stylegan_finetune": "scenimefy_jax.training.stylegan_finetune",

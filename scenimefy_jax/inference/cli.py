@@ -8,36 +8,14 @@ temporary name and renamed, so an interrupted run never leaves a truncated image
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import glob
 import os
 import time
-from typing import Iterator
 
 from absl import logging
 from tqdm import tqdm
 
 from scenimefy_jax.data import images as image_ops
-
-_GLOB_CHARS = set("*?[")
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message names the `--config.<option>`."""
-
-
-def find_inputs(spec: str) -> tuple[list[str], list[str]]:
-    """Expands a file, a folder (its image files, not recursive) or a glob; returns (inputs, ignored)."""
-    if os.path.isdir(spec):
-        names = sorted(n for n in os.listdir(spec) if not n.startswith("."))
-        paths = [os.path.join(spec, n) for n in names if os.path.isfile(os.path.join(spec, n))]
-        images = [p for p in paths if image_ops.is_image_file(p)]
-        return images, [p for p in paths if p not in images]
-    if os.path.isfile(spec):
-        return [spec], []
-    if _GLOB_CHARS & set(spec):
-        return sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)), []
-    raise ConfigError(f"--config.input={spec!r}: no such file, folder or glob match")
+from scenimefy_jax.data.image_files import ConfigError, find_inputs, prefetch_images
 
 
 def _validate(config) -> tuple[list[str], dict]:
@@ -81,26 +59,6 @@ def _validate(config) -> tuple[list[str], dict]:
     return inputs, {"alpha_background": background}
 
 
-def _prefetch(paths: list[str], alpha_background, workers: int, failures: dict) -> Iterator[tuple[str, object]]:
-    """Decodes images in a thread pool, a bounded number ahead; unreadable files go to `failures`."""
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        pending: collections.deque = collections.deque()
-        it = iter(paths)
-        for path in it:
-            pending.append((path, pool.submit(image_ops.load_image, path, alpha_background=alpha_background)))
-            if len(pending) >= 4 * max(1, workers):
-                break
-        while pending:
-            path, future = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(image_ops.load_image, nxt, alpha_background=alpha_background)))
-            try:
-                yield path, future.result()
-            except image_ops.ImageReadError as e:
-                failures[path] = str(e)
-
-
 def run(config) -> int:
     from scenimefy_jax.inference.translator import Translator
 
@@ -127,7 +85,7 @@ def run(config) -> int:
     written = 0
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", desc="translate", disable=not config.progress)
-    decoded = _prefetch(todo, options["alpha_background"], config.decode_workers, failures)
+    decoded = prefetch_images(todo, options["alpha_background"], config.decode_workers, failures)
 
     def safe_inputs():
         for path, image in decoded:

@@ -28,15 +28,6 @@ from scenimefy_jax.training import mesh as mesh_lib
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _padded_batch_size(n: int, limit: int, multiple: int = 1) -> int:
-    """Next power of two (at most `max(limit, n)`), rounded up to a multiple of the device count."""
-    size = 1
-    while size < n:
-        size *= 2
-    size = min(size, max(limit, n))
-    return -(-size // multiple) * multiple
-
-
 class Translator:
     """A translator generator ready to run on the default JAX device.
 
@@ -121,7 +112,7 @@ class Translator:
         for start in range(0, len(images), self.batch_size):
             chunk = np.stack(images[start : start + self.batch_size])
             n = len(chunk)
-            padded = _padded_batch_size(n, self.batch_size, self.mesh.size)
+            padded = mesh_lib.padded_batch_size(n, self.batch_size, self.mesh.size)
             x = image_ops.to_model_input(chunk)
             if padded > n:
                 x = np.concatenate([x, np.zeros((padded - n,) + x.shape[1:], x.dtype)])

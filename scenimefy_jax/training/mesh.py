@@ -40,6 +40,16 @@ def check_global_batch(global_batch: int, mesh: Mesh) -> None:
         )
 
 
+def padded_batch_size(n: int, limit: int, multiple: int = 1) -> int:
+    """Batch size to run `n` inputs at: the next power of two (at most `max(limit, n)`), rounded up to
+    a multiple of the device count. Inference pads short batches to it, so few shapes compile."""
+    size = 1
+    while size < n:
+        size *= 2
+    size = min(size, max(limit, n))
+    return -(-size // multiple) * multiple
+
+
 def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
     """This host's rows (`[B_local, ...]` numpy leaves) -> global `[B, ...]` arrays sharded on `"data"`."""
     sharding = data_sharded(mesh)

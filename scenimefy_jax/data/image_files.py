@@ -1,0 +1,72 @@
+"""Input files for the jobs that run a network over a user's photos (translate, segment).
+
+`find_inputs` expands `--config.input` (a file, a folder or a glob) to image paths; `prefetch_images`
+decodes them in a thread pool a bounded number ahead of the network, setting unreadable files aside
+by name so that one corrupt photo does not stop a run; `stem_clashes` finds inputs that would write
+the same output name.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import glob
+import os
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from scenimefy_jax.data import images as image_ops
+
+_GLOB_CHARS = set("*?[")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the `--config.<option>`."""
+
+
+def find_inputs(spec: str) -> tuple[list[str], list[str]]:
+    """Expands a file, a folder (its image files, not recursive) or a glob; returns (inputs, ignored)."""
+    if os.path.isdir(spec):
+        names = sorted(n for n in os.listdir(spec) if not n.startswith("."))
+        paths = [os.path.join(spec, n) for n in names if os.path.isfile(os.path.join(spec, n))]
+        images = [p for p in paths if image_ops.is_image_file(p)]
+        return images, [p for p in paths if p not in images]
+    if os.path.isfile(spec):
+        return [spec], []
+    if _GLOB_CHARS & set(spec):
+        return sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)), []
+    raise ConfigError(f"--config.input={spec!r}: no such file, folder or glob match")
+
+
+def stem_clashes(paths: Iterable[str]) -> dict[str, list[str]]:
+    """`{stem: paths}` for file stems shared by several paths (`a.jpg` and `a.png` both -> `a`)."""
+    stems = collections.defaultdict(list)
+    for path in paths:
+        stems[os.path.splitext(os.path.basename(path))[0]].append(path)
+    return {s: p for s, p in stems.items() if len(p) > 1}
+
+
+def prefetch_images(
+    paths: Sequence[str], alpha_background: Sequence[int] | None, workers: int, failures: dict[str, str]
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields `(path, [H, W, 3] uint8)` in input order, decoded by `workers` threads up to 4 per thread ahead.
+
+    A file that `images.load_image` cannot read is not yielded: `failures[path]` gets its message.
+    """
+    workers = max(1, workers)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending: collections.deque = collections.deque()
+        it = iter(paths)
+        for path in it:
+            pending.append((path, pool.submit(image_ops.load_image, path, alpha_background=alpha_background)))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            path, future = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(image_ops.load_image, nxt, alpha_background=alpha_background)))
+            try:
+                yield path, future.result()
+            except image_ops.ImageReadError as e:
+                failures[path] = str(e)
