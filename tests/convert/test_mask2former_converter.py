@@ -338,10 +338,11 @@ def test_refusals_name_the_keys(tiny):
         m2f.convert_detectron2(d2, "x.pkl")
 
 
+@pytest.mark.slow  # 20-40 s each on 2 cores; the full-size parts (Swin-B, pixel decoder) run by default
 @pytest.mark.parametrize("size", [(256, 256), (256, 320)])
 def test_swin_b_matches_transformers(size):
     """The full Swin-B / ADE20K-150 architecture (docs/reference.md §5.2) at Scenimefy's 256x256 and a
-    non-square size whose stages need window padding. ~20 s each on 2 cores: in the default suite."""
+    non-square size whose stages need window padding."""
     model = torch_model(SWIN_B)
     converted = m2f.convert_hf_state_dict(hf_state_dict(model), "swin-b")
     config = Mask2FormerConfig.from_dict({k: v for k, v in converted.architecture.items() if k != "model"})
