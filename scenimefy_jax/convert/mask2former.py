@@ -413,26 +413,6 @@ def _hf_key(flax_key: str) -> str:
     return flax_key if flax_key.startswith("class_predictor.") else "model." + flax_key
 
 
-def convert_detectron2(model: Mapping[str, np.ndarray], source: str = "<detectron2>", *, config=None
-                       ) -> registry.ConvertedModel:
-    return convert_hf_state_dict(detectron2_to_hf(model, source), source, config=config)
-
-
-def convert_hf_folder(folder: str | os.PathLike) -> registry.ConvertedModel:
-    ckpt = load_hf_folder(folder)
-    return convert_hf_state_dict(ckpt.state_dict, ckpt.source, config=config_from_hf(ckpt.config, ckpt.source))
-
-
-def load_checkpoint(path: str | os.PathLike) -> registry.ConvertedModel:
-    """Any Mask2Former checkpoint form -> `ConvertedModel` (`.pkl`, HF folder, bare state dict)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        return convert_hf_folder(path)
-    if path.endswith(".pkl"):
-        return convert_detectron2(load_detectron2_pickle(path), path)
-    return convert_hf_state_dict(_read_state_dict_file(path), path)
-
-
 def _is_detectron2(checkpoint: Any) -> bool:
     return isinstance(checkpoint, Mapping) and any(str(k).startswith("sem_seg_head.predictor.") for k in checkpoint)
 

@@ -1,6 +1,6 @@
 """Input files for the jobs that run a network over a user's photos (translate, segment).
 
-`find_inputs` expands `--config.input` (a file, a folder or a glob) to image paths; `prefetch_images`
+`check_common_options` validates the options they share; `find_inputs` expands `--config.input` (a file, a folder or a glob) to image paths; `prefetch_images`
 decodes them in a thread pool a bounded number ahead of the network, setting unreadable files aside
 by name so that one corrupt photo does not stop a run; `stem_clashes` finds inputs that would write
 the same output name.
@@ -22,6 +22,24 @@ _GLOB_CHARS = set("*?[")
 
 class ConfigError(ValueError):
     """A bad config value; the message names the `--config.<option>`."""
+
+
+def check_common_options(config, *, checkpoint_help: str, output_help: str) -> None:
+    """The options every photo job shares: checkpoint, input, output, dtype, batch_size, max_side."""
+    if not config.checkpoint:
+        raise ConfigError(f"--config.checkpoint is required: {checkpoint_help}")
+    if not os.path.exists(config.checkpoint):
+        raise ConfigError(f"--config.checkpoint={config.checkpoint!r}: no such file or directory")
+    if not config.input:
+        raise ConfigError("--config.input is required: an image file, a folder or a glob such as 'photos/*.jpg'")
+    if not config.output:
+        raise ConfigError(f"--config.output is required: {output_help}")
+    if config.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"--config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
+    if config.batch_size < 1:
+        raise ConfigError(f"--config.batch_size must be >= 1, got {config.batch_size}")
+    if config.max_side < 0:
+        raise ConfigError(f"--config.max_side must be >= 0 (0: off), got {config.max_side}")
 
 
 def find_inputs(spec: str) -> tuple[list[str], list[str]]:

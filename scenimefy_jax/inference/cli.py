@@ -15,27 +15,14 @@ from absl import logging
 from tqdm import tqdm
 
 from scenimefy_jax.data import images as image_ops
-from scenimefy_jax.data.image_files import ConfigError, find_inputs, prefetch_images
+from scenimefy_jax.data.image_files import ConfigError, check_common_options, find_inputs, prefetch_images
 
 
 def _validate(config) -> tuple[list[str], dict]:
-    if not config.checkpoint:
-        raise ConfigError(
-            "--config.checkpoint is required: an official *_net_G.pth or a directory written by "
-            "tools/convert_checkpoint.py"
-        )
-    if not os.path.exists(config.checkpoint):
-        raise ConfigError(f"--config.checkpoint={config.checkpoint!r}: no such file or directory")
-    if not config.input:
-        raise ConfigError("--config.input is required: an image file, a folder or a glob such as 'photos/*.jpg'")
-    if not config.output:
-        raise ConfigError("--config.output is required: the folder that receives <stem>.png files")
-    if config.dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"--config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
-    if config.batch_size < 1:
-        raise ConfigError(f"--config.batch_size must be >= 1, got {config.batch_size}")
-    if config.max_side < 0:
-        raise ConfigError(f"--config.max_side must be >= 0 (0: off), got {config.max_side}")
+    check_common_options(
+        config,
+        checkpoint_help="an official *_net_G.pth or a directory written by tools/convert_checkpoint.py",
+        output_help="the folder that receives <stem>.png files")
     background = None
     if config.alpha_background:
         try:

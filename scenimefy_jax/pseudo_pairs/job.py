@@ -375,6 +375,10 @@ def run(config) -> int:
             _finish(pending, manifest, is_writer)
     bar.close()
     elapsed = time.perf_counter() - t0
+    if jax.process_count() > 1:  # the first process has appended the last batch before anyone reads it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("pseudo_pairs: manifest complete")
     records = _read_all(manifest)
     if accepted < n_pairs:
         logging.error("stopped after %d candidates with %d of %d pairs accepted (%s); nothing more to try: "
@@ -382,8 +386,7 @@ def run(config) -> int:
                       len(records), accepted, n_pairs,
                       "the latents ran out" if stream.finite is not None and start >= stream.finite
                       else f"--config.max_candidates={limit}")
-    if is_writer:
-        report.write_outputs(config, generator, stream, records, elapsed, complete=accepted >= n_pairs)
+    report.write_outputs(config, generator, stream, records, elapsed, complete=accepted >= n_pairs)
     logging.info("%d pairs from %d candidates in %.1f s -> %s", accepted, len(records), elapsed, out)
     return 0 if accepted >= n_pairs else 1
 

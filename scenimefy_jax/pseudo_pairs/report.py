@@ -116,17 +116,23 @@ def histogram(records: list[dict], threshold: float | None, width: int = 480, he
 
 
 def write_outputs(config, generator, stream, records: list[dict], elapsed: float, complete: bool) -> None:
+    """Called on every process (the grids re-render candidates, a collective on several hosts); the
+    first process writes."""
     from scenimefy_jax.pseudo_pairs.job import SUMMARY, _write_json
 
     out = config.output
+    writer = jax.process_index() == 0
     accepted = [r["candidate"] for r in records if r["accepted"]]
+    rejected = [r["candidate"] for r in records if not r["accepted"]]
+    grids = {name: _grid(generator, stream, indices)
+             for name, indices in (("grid_accepted.png", accepted[:GRID_ROWS]), ("grid_rejected.png", rejected[:GRID_ROWS]))}
+    if not writer:
+        return
     z = stream.z(np.asarray(accepted, np.int64)) if accepted else np.zeros((0, stream.style_dim), np.float32)
     tmp = os.path.join(out, "accepted_z.tmp.npy")
     np.save(tmp, z)
     os.replace(tmp, os.path.join(out, "accepted_z.npy"))
-    rejected = [r["candidate"] for r in records if not r["accepted"]]
-    for name, indices in (("grid_accepted.png", accepted[:GRID_ROWS]), ("grid_rejected.png", rejected[:GRID_ROWS])):
-        grid = _grid(generator, stream, indices)
+    for name, grid in grids.items():
         if grid is not None:
             image_ops.save_png(grid, os.path.join(out, name))
     threshold = config.seg_loss_th if config.selection == "official" else None

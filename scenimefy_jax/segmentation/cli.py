@@ -32,7 +32,13 @@ from absl import logging
 from tqdm import tqdm
 
 from scenimefy_jax.data import images as image_ops
-from scenimefy_jax.data.image_files import ConfigError, find_inputs, prefetch_images, stem_clashes
+from scenimefy_jax.data.image_files import (
+    ConfigError,
+    check_common_options,
+    find_inputs,
+    prefetch_images,
+    stem_clashes,
+)
 from scenimefy_jax.segmentation import ade20k
 from scenimefy_jax.segmentation.visualize import class_fractions, colorize, draw_legend, overlay
 
@@ -97,23 +103,11 @@ def _batches_of_equal_size(items: Iterable[tuple[str, np.ndarray]], batch_size: 
 # ----------------------------------------------------------------------------- the job
 
 def _validate(config) -> list[str]:
-    if not config.checkpoint:
-        raise ConfigError(
-            "--config.checkpoint is required: model_final_503e96.pkl, a Hugging Face Mask2Former folder, "
-            "a state dict, or a directory written by tools/convert_checkpoint.py"
-        )
-    if not os.path.exists(config.checkpoint):
-        raise ConfigError(f"--config.checkpoint={config.checkpoint!r}: no such file or directory")
-    if not config.input:
-        raise ConfigError("--config.input is required: an image file, a folder or a glob such as 'photos/*.jpg'")
-    if not config.output:
-        raise ConfigError("--config.output is required: the folder that receives <stem>_labels.png files")
-    if config.dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"--config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
-    if config.batch_size < 1:
-        raise ConfigError(f"--config.batch_size must be >= 1, got {config.batch_size}")
-    if config.max_side < 0:
-        raise ConfigError(f"--config.max_side must be >= 0 (0: off), got {config.max_side}")
+    check_common_options(
+        config,
+        checkpoint_help="model_final_503e96.pkl, a Hugging Face Mask2Former folder, a state dict, or a directory "
+                        "written by tools/convert_checkpoint.py",
+        output_help="the folder that receives <stem>_labels.png files")
     if not 0.0 <= config.overlay_alpha <= 1.0:
         raise ConfigError(f"--config.overlay_alpha must be in [0, 1], got {config.overlay_alpha}")
     inputs, ignored = find_inputs(config.input)

@@ -336,6 +336,15 @@ def test_refusals_name_the_keys(tiny):
     d2["sem_seg_head.predictor.surprise.weight"] = np.zeros(1, np.float32)
     with pytest.raises(CheckpointMismatchError, match="surprise"):
         m2f.convert_detectron2(d2, "x.pkl")
+    # ... and the file's own (detectron2) names are the ones reported
+    del d2["sem_seg_head.predictor.surprise.weight"]
+    d2["sem_seg_head.pixel_decoder.transformer.level_embed"] = np.zeros((2, 32), np.float32)
+    with pytest.raises(CheckpointMismatchError, match=re.escape("sem_seg_head.pixel_decoder.transformer.level_embed is (2, 32)")):
+        m2f.convert_detectron2(d2, "x.pkl")
+    d2 = to_detectron2(sd, TINY["backbone"]["window_size"])
+    d2["backbone.layers.1.blocks.0.attn.relative_position_index"] = np.zeros((16, 16), np.int64)
+    with pytest.raises(CheckpointError, match=re.escape("backbone.layers.1.blocks.0.attn.relative_position_index")):
+        m2f.convert_detectron2(d2, "x.pkl")
 
 
 @pytest.mark.slow  # 20-40 s each on 2 cores; the full-size parts (Swin-B, pixel decoder) run by default
