@@ -81,7 +81,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         if variant == "tiny":  # the test size: seconds
             config.output = "runs/pseudo_pairs_tiny"
             config.num_pairs = 6
-            config.batch_size = 4
+            config.batch_size = 8
             config.demo_size = 16
             config.truncation_mean = 64
     elif variant:

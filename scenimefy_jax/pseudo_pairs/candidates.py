@@ -52,7 +52,10 @@ def _noise_for(model, key, index):
 
 
 def make_candidate_fn(source, target, sem_seg_fn: Callable, options: CandidateOptions) -> Callable:
-    """`(variables_s, variables_t, seg_params, w_avg [1, D], z [B, D], index [B], noise_key) -> dict`.
+    """`(variables_s, variables_t, seg_params, w_avg [1, D], z [B, D], index [B], noise_key_data) -> dict`.
+
+    `noise_key_data` is `jax.random.key_data(key(noise_seed))` (plain uint32, so it can be replicated
+    across hosts).
 
     `source` / `target`: `sampling.LoadedGenerator`s (their `.model`); `sem_seg_fn`: the segmenter's
     pure `(params, images 0..255) -> [B, H, W, K]`. Returns uint8 images `photo`, `anime`
@@ -77,11 +80,11 @@ def make_candidate_fn(source, target, sem_seg_fn: Callable, options: CandidateOp
             return resize_bilinear(sem_seg_fn(seg_params, resize_bilinear(x, size)), (h, w))
         return sem_seg_fn(seg_params, x)
 
-    def candidates(variables_s, variables_t, seg_params, w_avg, z, index, noise_key):
+    def candidates(variables_s, variables_t, seg_params, w_avg, z, index, noise_key_data):
         w = g_s.apply(variables_s, z, method=g_s.mapping)
         noise_s = noise_t = None
         if random_noise:
-            key_s, key_t = jax.random.split(noise_key)
+            key_s, key_t = jax.random.split(jax.random.wrap_key_data(noise_key_data))
             noise_s = _noise_for(g_s, key_s, index)
             noise_t = noise_s if options.share_noise else _noise_for(g_t, key_t, index)
         photo = render(g_s, variables_s, w, w_avg, noise_s)

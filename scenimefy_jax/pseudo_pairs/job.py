@@ -255,12 +255,13 @@ class PairGenerator:
             clamp_segmenter_input=bool(config.clamp_segmenter_input), segment_size=int(config.segment_size))
         fn = cand.make_candidate_fn(source, target, segmenter.sem_seg_fn, self.options)
         self.step = cand.jit_candidate_fn(fn, self.mesh)
-        rep = mesh_lib.replicated(self.mesh)
-        self.variables_s = jax.device_put(source.variables, rep)
-        self.variables_t = jax.device_put(target.variables, rep)
-        self.seg_params = jax.device_put(jax.tree_util.tree_map(np.asarray, segmenter.params), rep)
-        self.noise_key = jax.device_put(jax.random.key(int(config.noise_seed)), rep)
-        self.w_avg = jax.device_put(self._w_avg(), rep)
+        host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)  # noqa: E731
+        self.variables_s = mesh_lib.replicate(host(source.variables), self.mesh)
+        self.variables_t = mesh_lib.replicate(host(target.variables), self.mesh)
+        self.seg_params = mesh_lib.replicate(host(segmenter.params), self.mesh)
+        self.noise_key = mesh_lib.replicate(np.asarray(jax.random.key_data(jax.random.key(int(config.noise_seed)))),
+                                            self.mesh)
+        self.w_avg = mesh_lib.replicate(np.asarray(self._w_avg()), self.mesh)
         mesh_lib.check_global_batch(config.batch_size, self.mesh)
 
     def _w_avg(self):

@@ -59,8 +59,15 @@ def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Places a host pytree (identical on every host) on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places a host pytree (identical on every host) on every device of the mesh.
+
+    With several processes each one passes its (identical) copy for its own devices, since
+    `device_put` cannot address another host's devices; leaves must then be arrays (not PRNG keys).
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 def to_host(tree: Any) -> Any:

@@ -99,12 +99,15 @@ def test_layout_names_and_records(straight):
 
 def test_killed_while_writing_then_restarted_equals_uninterrupted(straight, tmp_path, monkeypatch):
     output = tmp_path / "pairs"
+    batch = tiny_config(output).batch_size
+    first_batch = [json.loads(line) for line in open(straight / "pairs.jsonl")][:batch]
+    kill_at = 2 * sum(r["accepted"] for r in first_batch) + 2  # the 2nd PNG of the second batch
     real_save = job.image_ops.save_png
     calls = {"n": 0}
 
-    def dying_save(image, path):  # the 4th PNG write "kills" the run: some files of that batch exist
+    def dying_save(image, path):  # "kills" the run with one PNG of the second batch written, one not
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == kill_at:
             raise KeyboardInterrupt("simulated kill")
         real_save(image, path)
 
@@ -113,6 +116,7 @@ def test_killed_while_writing_then_restarted_equals_uninterrupted(straight, tmp_
         entry.run_job(tiny_config(output))
     monkeypatch.setattr(job.image_ops, "save_png", real_save)
     records_before = open(output / "pairs.jsonl").read().splitlines()
+    assert len(records_before) == batch  # the first batch was recorded, the second not
     assert not os.path.exists(output / "summary.json")
     with open(output / "pairs.jsonl", "a") as f:  # and a torn write at the end of the manifest
         f.write('{"candidate": 999, "seg_lo')
@@ -160,15 +164,14 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from tests.pseudo_pairs.test_job import tiny_config
     from scenimefy_jax import main as entry
-    assert entry.run_job(tiny_config({output!r}, batch_size=8)) == 0
+    assert entry.run_job(tiny_config({output!r})) == 0  # the :tiny batch of 8: one candidate per device
     print("ok")
     """
 )
 
 
-def test_eight_devices_give_the_pairs_of_one(tmp_path):
-    one = tmp_path / "one"
-    assert entry.run_job(tiny_config(one, batch_size=8)) == 0
+def test_eight_devices_give_the_pairs_of_one(straight, tmp_path):
+    one = straight
     eight = tmp_path / "eight"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", SCRIPT.format(root=ROOT, output=str(eight))], cwd=ROOT, env=env,
@@ -222,3 +225,41 @@ def test_chain_stylegan_finetune_pseudo_pairs_i2i(tmp_path):
     records = [json.loads(line) for line in open(tmp_path / "i2i" / "metrics.jsonl")]
     paired = [r for r in records if "G_GAN_p" in r]
     assert paired and all(np.isfinite(r["G_GAN_p"]) and np.isfinite(r["NCE_s"]) for r in paired)
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize({address!r}, num_processes=2, process_id=int(sys.argv[1]))
+    assert jax.process_count() == 2 and jax.device_count() == 2
+    sys.path.insert(0, {root!r})
+    from tests.pseudo_pairs.test_job import tiny_config
+    from scenimefy_jax import main as entry
+    assert entry.run_job(tiny_config({output!r})) == 0
+    print("ok")
+    """
+)
+
+
+def test_two_hosts_give_the_pairs_of_one(straight, tmp_path):
+    """Two processes on 127.0.0.1 (gloo collectives), each feeding its half of every batch."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    output = tmp_path / "two_hosts"
+    script = WORKER.format(address=f"127.0.0.1:{port}", root=ROOT, output=str(output))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0 and out.strip().endswith("ok"), err[-3000:]
+    a = [json.loads(line) for line in open(straight / "pairs.jsonl")]
+    b = [json.loads(line) for line in open(output / "pairs.jsonl")]
+    assert [(r["candidate"], r["accepted"], r["name"]) for r in a] == [(r["candidate"], r["accepted"], r["name"]) for r in b]
+    np.testing.assert_allclose([r["seg_loss"] for r in a], [r["seg_loss"] for r in b], rtol=0, atol=1e-5)
+    one, two = _digest(straight), _digest(output)
+    assert {k for k in one if one[k] != two.get(k)} <= {"pairs.jsonl"}  # images, z, grids: the same bytes
