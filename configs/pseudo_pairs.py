@@ -55,7 +55,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.top_fraction = 0.5  # q of "top_fraction"
 
     # ---- running ----------------------------------------------------------------------------------------
-    config.batch_size = 8  # candidates per jitted step (global, split over all devices); fixes batch boundaries
+    # Candidates per jitted step (global, split over all devices); it fixes the batch boundaries, so a
+    # restart must keep it. On a GPU/TPU larger is faster; on a CPU 1 is (benchmarks/pseudo_pairs_cpu.json).
+    config.batch_size = 8
     config.segmenter_dtype = "float32"  # "float32" (official scores) or "bfloat16" (faster on TPU/GPU)
     config.write_workers = 4  # threads writing PNGs while the next batch computes
     config.progress = True  # show a progress bar

@@ -5,9 +5,10 @@ produces it identically:
 
 * its latent: row `i` of a `.npy`, `z_from_seed(seeds[i])` (the sample job's convention), or by
   default `jax.random.normal(fold_in(key(seed), i), (style_dim,))`;
-* its per-layer noise (`noise="random"`): drawn from `fold_in(key(noise_seed), i)`, split once more
-  for G_s and G_t when the two draw independently (the official behaviour, quirk P1), shared when
-  `share_noise=True`; `noise="fixed"` uses each checkpoint's stored noise buffers.
+* its per-layer noise (`noise="random"`): `key(noise_seed)` is split into a G_s and a G_t key and
+  candidate `i` draws from `fold_in(that key, i)`, so the two generators draw independently (the
+  official behaviour, quirk P1); with `share_noise=True` both use G_s's draw; `noise="fixed"` uses
+  each checkpoint's stored noise buffers.
 
 Both generators render `w = G_s.mapping(z)` with truncation `psi` towards the source `w_avg`; images
 go to the segmenter as `round((x + 1) * 255 / 2)` (unclamped unless `clamp_segmenter_input`, quirk P2),
@@ -108,7 +109,7 @@ def to_uint8(images: jnp.ndarray) -> jnp.ndarray:
     return jnp.clip(x * 255.0 + 0.5, 0, 255).astype(jnp.uint8)
 
 
-def jit_candidate_fn(fn: Callable, mesh, donate: bool = False) -> Callable:
+def jit_candidate_fn(fn: Callable, mesh) -> Callable:
     """Jits `make_candidate_fn`'s function with networks replicated and candidates split on the data axis."""
     from scenimefy_jax.training import mesh as mesh_lib
 

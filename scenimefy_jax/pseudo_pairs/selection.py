@@ -50,7 +50,7 @@ def accept(seg_loss: np.ndarray, seg_classes: np.ndarray, *, mode: str, seg_loss
     seg_classes = np.asarray(seg_classes)
     if mode == "none":
         return np.ones(seg_loss.shape, bool)
-    enough = seg_classes > seg_cat_th
+    enough = (seg_classes > seg_cat_th) & np.isfinite(seg_loss)  # a NaN loss is never accepted
     if mode == "official":
         return (seg_loss < seg_loss_th) & enough
     if mode == "top_fraction":
