@@ -226,6 +226,8 @@ def test_hf_folder_matches_transformers(tiny, size):
     assert config.decoder_layers == 3 and config.num_labels == 10 and config.encoder_heads == 8
     images = _images((2, *size, 3))
     want_sem = _check_parity(model, converted.params, config, images, 1e-4)
+    if size != (80, 112):
+        return
     # The public API gives the same scores and their argmax.
     segmenter = Segmenter.from_checkpoint(folder, batch_size=1)
     sem = segmenter.sem_seg(images)

@@ -242,6 +242,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~50 s: two processes compile the step side by side on 2 cores
 def test_two_hosts_give_the_pairs_of_one(straight, tmp_path):
     """Two processes on 127.0.0.1 (gloo collectives), each feeding its half of every batch."""
     import socket

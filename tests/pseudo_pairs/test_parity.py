@@ -148,7 +148,7 @@ def _w_avg(g_s, truncation):
 
 # -- tests ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("truncation", [1.0, 0.7])
+@pytest.mark.parametrize("truncation", [pytest.param(1.0, marks=pytest.mark.slow), 0.7])  # 0.7: the official one
 def test_job_matches_official_pipeline(networks, tmp_path, truncation):
     d, g_s, g_t, segmenter, z = networks
     records = _run_job(d, tmp_path / "out", truncation)

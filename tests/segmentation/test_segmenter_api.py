@@ -1,19 +1,18 @@
-"""The `Segmenter` API: equal to the model's pure function, shapes and dtypes, batching with padding,
-eight (fake CPU) devices giving the results of one, bfloat16 close to float32, errors by name.
+"""The `Segmenter` API: shapes and dtypes, batching with padding equal to one image at a time, the
+model on eight (fake CPU) devices equal to its pure function on one, bfloat16 near float32, errors.
 
-Parity with the PyTorch reference is in tests/convert/test_mask2former_converter.py; here the
-reference is `sem_seg_function` applied image by image, unpadded, on one device.
+Parity with the PyTorch reference is in tests/convert/test_mask2former_converter.py; the eight-device
+test compares with `sem_seg_function` applied image by image on one device.
 """
 import os
 import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pytest
 
-from scenimefy_jax.segmentation import Segmenter, ade20k, random_segmenter, sem_seg_function
+from scenimefy_jax.segmentation import Segmenter, ade20k, random_segmenter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,24 +27,17 @@ def _images(n, h=40, w=56, seed=0):
 
 
 def test_batched_equals_one_by_one(segmenter):
-    images = _images(5)  # 4 + a last batch of 1 (padded to 1): two programs
+    images = _images(5)  # batches of 4 and 1: two compiled programs
     scores = segmenter.sem_seg(images)
     assert scores.shape == (5, 40, 56, segmenter.num_classes) and scores.dtype == np.float32
-    fn = jax.jit(sem_seg_function(segmenter.config))
-    for image, got in zip(images, scores):
-        want = np.asarray(fn(segmenter.params, image[None]))[0]
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    for image, got in zip(images, scores):  # a single [H, W, 3] image: the batch-1 program
+        np.testing.assert_allclose(segmenter.sem_seg(image), got, rtol=0, atol=1e-5)
     labels = segmenter.labels(images)
     assert labels.dtype == np.int32 and labels.shape == (5, 40, 56)
     np.testing.assert_array_equal(labels, np.argmax(scores, -1))
     assert scores.std(axis=(1, 2)).max() > 1e-3  # the scores do vary over the image
-    # a single [H, W, 3] image gives a single map
-    np.testing.assert_allclose(segmenter.sem_seg(images[0]), scores[0], rtol=0, atol=1e-5)
-
-
-def test_scores_are_detectron2_shaped(segmenter):
-    scores = segmenter.sem_seg(_images(1, 32, 32))
-    # sum_q softmax(class)[:, :K] * sigmoid(mask): non-negative, at most 1 per pixel summed over classes
+    # detectron2's sem_seg, sum_q softmax(class)[:, :K] * sigmoid(mask), is non-negative and, summed
+    # over the classes, at most the number of queries
     assert scores.min() >= 0 and scores.sum(-1).max() <= segmenter.config.num_queries
 
 
