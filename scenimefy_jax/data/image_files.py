@@ -88,3 +88,14 @@ def prefetch_images(
                 yield path, future.result()
             except image_ops.ImageReadError as e:
                 failures[path] = str(e)
+
+
+def finish_run(verb: str, written: int, output: str, elapsed: float, kept: int, failures: dict[str, str]) -> int:
+    """Logs each skipped file by name and the run's summary; returns the exit status (1 if any failed)."""
+    from absl import logging
+
+    for path, reason in failures.items():
+        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    logging.info("%s %d image(s) into %s in %.1f s; %d kept, %d failed", verb, written, output, elapsed, kept,
+                 len(failures))
+    return 1 if failures else 0

@@ -15,7 +15,13 @@ from absl import logging
 from tqdm import tqdm
 
 from scenimefy_jax.data import images as image_ops
-from scenimefy_jax.data.image_files import ConfigError, check_common_options, find_inputs, prefetch_images
+from scenimefy_jax.data.image_files import (
+    ConfigError,
+    check_common_options,
+    find_inputs,
+    finish_run,
+    prefetch_images,
+)
 
 
 def _validate(config) -> tuple[list[str], dict]:
@@ -91,11 +97,4 @@ def run(config) -> int:
         bar.update(1)
     bar.update(len(todo) - bar.n)
     bar.close()
-    elapsed = time.perf_counter() - start
-    for path, reason in failures.items():
-        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
-    logging.info(
-        "translated %d image(s) into %s in %.1f s; %d kept, %d failed",
-        written, config.output, elapsed, kept, len(failures),
-    )
-    return 1 if failures else 0
+    return finish_run("translated", written, config.output, time.perf_counter() - start, kept, failures)

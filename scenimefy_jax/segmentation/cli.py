@@ -35,6 +35,7 @@ from scenimefy_jax.data import images as image_ops
 from scenimefy_jax.data.image_files import (
     ConfigError,
     check_common_options,
+    finish_run,
     find_inputs,
     prefetch_images,
     stem_clashes,
@@ -207,11 +208,4 @@ def run(config) -> int:
         _write_json({"dataset": "ADE20K-150", "images": dict(sorted(legend.items()))}, legend_path)
     bar.update(len(todo) - bar.n)
     bar.close()
-    elapsed = time.perf_counter() - start
-    for path, reason in failures.items():
-        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
-    logging.info(
-        "segmented %d image(s) into %s in %.1f s; %d kept, %d failed",
-        written, config.output, elapsed, kept, len(failures),
-    )
-    return 1 if failures else 0
+    return finish_run("segmented", written, config.output, time.perf_counter() - start, kept, failures)
