@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scenimefy_jax.models.mask2former.resize import resize_bilinear
+from scenimefy_jax.models.resize import resize_bilinear
 from scenimefy_jax.pseudo_pairs import selection
 
 

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from scenimefy_jax.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
-from scenimefy_jax.models.mask2former.resize import resize_bilinear
 from scenimefy_jax.models.mask2former.swin import SwinBackbone
 from scenimefy_jax.models.mask2former.transformer_decoder import TransformerModule
+from scenimefy_jax.models.resize import resize_bilinear
 
 # detectron2's PIXEL_MEAN / PIXEL_STD for this model, on the 0..255 RGB scale (docs/reference.md §5.2).
 PIXEL_MEAN = (123.675, 116.28, 103.53)

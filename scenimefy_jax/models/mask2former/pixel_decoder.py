@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from scenimefy_jax.models.mask2former.deformable_attention import MSDeformAttn, SpatialShapes
 from scenimefy_jax.models.mask2former.position_encoding import sine_position_encoding
-from scenimefy_jax.models.mask2former.resize import resize_bilinear
+from scenimefy_jax.models.resize import resize_bilinear
 
 TORCH_NORM_EPS = 1e-5  # nn.GroupNorm / nn.LayerNorm default; Flax's default is 1e-6
 

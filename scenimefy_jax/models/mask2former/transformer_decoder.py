@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from scenimefy_jax.models.mask2former.position_encoding import sine_position_encoding
-from scenimefy_jax.models.mask2former.resize import resize_bilinear
+from scenimefy_jax.models.resize import resize_bilinear
 
 NUM_LEVELS = 3
 

@@ -17,8 +17,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from scenimefy_jax.convert import mask2former_keys  # noqa: E402
 from scenimefy_jax.models.mask2former.position_encoding import sine_position_encoding  # noqa: E402
-from scenimefy_jax.models.mask2former.resize import resize_bilinear  # noqa: E402
 from scenimefy_jax.models.mask2former.transformer_decoder import TransformerModule, attention_mask  # noqa: E402
+from scenimefy_jax.models.resize import resize_bilinear  # noqa: E402
 
 HIDDEN, QUERIES, LAYERS, HEADS, FFN = 32, 6, 4, 4, 64
 
