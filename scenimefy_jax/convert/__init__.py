@@ -23,6 +23,7 @@ _CONVERTER_MODULES = (
     "scenimefy_jax.convert.projection",
     "scenimefy_jax.convert.vgg",
     "scenimefy_jax.convert.mask2former",
+    "scenimefy_jax.convert.inception",
 )
 
 for _name in _CONVERTER_MODULES:
