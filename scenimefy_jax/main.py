@@ -15,6 +15,7 @@ from ml_collections import config_flags
 JOBS = {
     "translate": "scenimefy_jax.inference.cli",
     "segment": "scenimefy_jax.segmentation.cli",
+    "evaluate": "scenimefy_jax.evaluation.job",
     "pseudo_pairs": "scenimefy_jax.pseudo_pairs.job",
     "i2i": "scenimefy_jax.training.i2i",
     "sample": "scenimefy_jax.sampling",

@@ -11,7 +11,7 @@ import collections
 import concurrent.futures
 import glob
 import os
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -65,25 +65,33 @@ def stem_clashes(paths: Iterable[str]) -> dict[str, list[str]]:
 
 
 def prefetch_images(
-    paths: Sequence[str], alpha_background: Sequence[int] | None, workers: int, failures: dict[str, str]
+    paths: Sequence[str], alpha_background: Sequence[int] | None, workers: int, failures: dict[str, str],
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yields `(path, [H, W, 3] uint8)` in input order, decoded by `workers` threads up to 4 per thread ahead.
 
     A file that `images.load_image` cannot read is not yielded: `failures[path]` gets its message.
+    `transform`, if given, runs on each decoded image in the same worker thread (e.g. the resize of an
+    evaluation protocol), and its result is yielded instead.
     """
     workers = max(1, workers)
+
+    def load(path):
+        image = image_ops.load_image(path, alpha_background=alpha_background)
+        return image if transform is None else transform(image)
+
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         pending: collections.deque = collections.deque()
         it = iter(paths)
         for path in it:
-            pending.append((path, pool.submit(image_ops.load_image, path, alpha_background=alpha_background)))
+            pending.append((path, pool.submit(load, path)))
             if len(pending) >= 4 * workers:
                 break
         while pending:
             path, future = pending.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(image_ops.load_image, nxt, alpha_background=alpha_background)))
+                pending.append((nxt, pool.submit(load, nxt)))
             try:
                 yield path, future.result()
             except image_ops.ImageReadError as e:
