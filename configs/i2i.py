@@ -82,6 +82,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.compilation_cache = "auto"  # compiled XLA programs kept for fast restarts: "auto" = <workdir>/xla_cache, "" = off, or a folder
     config.sample_image = ""  # photo translated by the final model into <workdir>/sample.png ("" = first photo)
 
+    # ---- FID / KID while training (docs/evaluation.md), off by default -------------------------------
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every = 0  # steps between evaluations (0: off); also at the last step
+    config.eval.inception = ""  # pt_inception-2015-12-05-6726825d.pth or its converted directory ("random": demo only)
+    config.eval.photos = ""  # held-out photos ("" with the demo data: a held-out demo set), resized to data.image_size
+    config.eval.num_photos = 500  # at most this many held-out photos (first in name order)
+    config.eval.real = ""  # anime reference: folder or statistics .npz ("" = the training anime images)
+    config.eval.num_real = 0  # with real = "": at most this many training anime images (0: all)
+    config.eval.protocol = "pytorch_fid"  # "pytorch_fid" or "clean" (docs/reference.md §6.1)
+    config.eval.batch_size = 50  # Inception and translation batch
+    config.eval.kid_subsets = 100  # KID subsets (torch-fidelity default)
+    config.eval.kid_subset_size = 1000  # KID subset size (shrunk to the smaller set when needed)
+    config.eval.cache = "auto"  # reference features cache for eval.real folders ("auto": <workdir>/fid_cache)
+
     if variant == "demo":
         # 300 steps at 64x64 with a slimmer network: ~5 minutes on a 2-core CPU, and it
         # leaves a checkpoint, image grids, metrics and a translated sample behind.

@@ -208,10 +208,16 @@ class ItemPlan:
         }
 
 
-def prepare(image: np.ndarray, size: int, flip: bool) -> np.ndarray:
-    """`[H, W, 3] uint8` -> `[size, size, 3]` float32 in [-1, 1]: bicubic resize, optional h-flip."""
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """`[H, W, 3] uint8` -> `[size, size, 3] uint8`, bicubic on both sides (the official load_size resize)."""
     if image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+    return image
+
+
+def prepare(image: np.ndarray, size: int, flip: bool) -> np.ndarray:
+    """`[H, W, 3] uint8` -> `[size, size, 3]` float32 in [-1, 1]: bicubic resize, optional h-flip."""
+    image = resize_square(image, size)
     if flip:
         image = image[:, ::-1]
     return np.ascontiguousarray(images.to_model_input(image))

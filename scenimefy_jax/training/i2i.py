@@ -8,6 +8,8 @@ Wires a config to the data pipeline (`data/pipeline.py`), the semi-supervised st
   (docs/reference.md §2.8, Appendix A) are computed on the host for the step about to run and enter the jitted
   step as traced scalars;
 * image grids `x | G(x) | y | x_p | G(x_p) | y_p`;
+* optionally (`eval.every > 0`) FID and KID of G on a fixed held-out photo set against the anime set,
+  logged as `eval/fid`, `eval/kid_mean`, `eval/kid_std` (`evaluation/during_training.py`);
 * at the end the translator is exported where `Translator.from_checkpoint(<workdir>/translator)`
   loads it, and a sample photo is translated into `<workdir>/sample.png`.
 """
@@ -81,6 +83,7 @@ class I2ITask:
     steps_per_epoch: int
     grid_images: int = 4
     vgg_params: Any = None  # frozen VGG19 weights (lambda_VGG > 0), passed to the step by the loop
+    evaluator: Any = None  # evaluation.during_training.GeneratorEvaluator (eval.every > 0)
 
     def init_state(self, rng):
         return i2i_step.create_train_state(rng, self.hparams, self.image_size)
@@ -110,6 +113,9 @@ class I2ITask:
         fakes = np.asarray(self._translate(state.params["G"], jnp.concatenate([x, xp])))
         return {"grid/x_Gx_y_xp_Gxp_yp": metrics.image_grid([x, fakes[: len(x)], y, xp, fakes[len(x):], yp])}
 
+    def evaluate(self, state) -> dict[str, float]:
+        return self.evaluator(lambda x: self._translate(state.params["G"], x))
+
     def param_trees(self, state) -> dict[str, Any]:
         return dict(state.params)
 
@@ -121,6 +127,7 @@ class I2ITask:
             init_state=self.init_state, train_step=self.train_step, step_inputs=self.step_inputs,
             batch_keys=pipeline.BATCH_KEYS, make_images=self.make_images, export=export,
             param_trees=self.param_trees, frozen=self.vgg_params,
+            evaluate=self.evaluate if self.evaluator is not None else None,
         )
 
 
@@ -176,19 +183,106 @@ def run(config) -> int:
         if not config.vgg_checkpoint:
             raise ValueError("model.lambda_VGG > 0 needs vgg_checkpoint (a converted VGG19 directory)")
         vgg_params = model_io.load_model(config.vgg_checkpoint).params
+    evaluator = None
+    if config.eval.every:
+        try:
+            evaluator = build_evaluator(config, sources)
+        except EvalConfigError as e:
+            _log.error("%s", e)
+            return 2
     task = I2ITask(hparams=hparams, image_size=config.data.image_size, steps_per_epoch=plan.steps_per_epoch,
-                   grid_images=config.grid_images, vgg_params=vgg_params)
+                   grid_images=config.grid_images, vgg_params=vgg_params, evaluator=evaluator)
     export = functools.partial(
         _export_and_sample, task=task, config=config, sources=sources, description=description
     )
     loop_config = loop.LoopConfig(
         workdir=config.workdir, total_steps=total_steps, global_batch=config.global_batch, seed=config.seed,
         log_every=config.log_every, images_every=config.images_every, checkpoint_every=config.checkpoint_every,
-        keep_checkpoints=config.keep_checkpoints, async_checkpoints=config.async_checkpoints,
+        eval_every=config.eval.every, keep_checkpoints=config.keep_checkpoints, async_checkpoints=config.async_checkpoints,
         tensorboard=config.tensorboard, hparams=config.to_dict(),
     )
     loop.train(task.as_loop_task(export), dataset, loop_config)
     return 0  # also after a SIGTERM: the checkpoint is saved and the same command resumes
+
+
+class EvalConfigError(ValueError):
+    """A bad `--config.eval.*` value."""
+
+
+def _eval_photos(config, sources) -> list[np.ndarray]:
+    """The held-out photos at the training size: `eval.photos`, or (demo data) a held-out demo set."""
+    from scenimefy_jax.data.image_files import find_inputs
+
+    ev, size = config.eval, config.data.image_size
+    if ev.photos:
+        try:
+            paths, _ = find_inputs(ev.photos)
+        except ValueError as e:
+            raise EvalConfigError(str(e).replace("--config.input", "--config.eval.photos")) from None
+        loaded = []
+        for path in paths[: ev.num_photos]:
+            try:
+                loaded.append(images.load_image(path))
+            except images.ImageReadError as e:
+                _log.warning("eval.photos: skipped %s", e)
+    elif not (config.data.packed or config.data.unpaired or config.data.paired):
+        # Demo data: scenes from a stream the training set never draws (it uses offsets 0, 1e6, 2e6).
+        loaded = [demo.render_scene(config.seed, 3_000_000 + i, config.data.demo.size)[0]
+                  for i in range(ev.num_photos)]
+    else:
+        raise EvalConfigError("--config.eval.every > 0 needs --config.eval.photos: a folder of held-out photos "
+                              "(not the training photos)")
+    if len(loaded) < 2:
+        raise EvalConfigError(f"--config.eval.photos={ev.photos!r}: fewer than two readable photos")
+    # The training transform without the flip: bicubic resize of both sides to image_size.
+    return [pipeline.resize_square(p, size) for p in loaded]
+
+
+def build_evaluator(config, sources):
+    """The FID/KID evaluator of the `eval` options (docs/evaluation.md)."""
+    from scenimefy_jax.convert.torch_checkpoint import CheckpointError
+    from scenimefy_jax.evaluation import during_training, protocols
+    from scenimefy_jax.evaluation.features import InceptionFeatures
+
+    ev = config.eval
+    if ev.every < 0:
+        raise EvalConfigError(f"--config.eval.every must be >= 0 (0: off), got {ev.every}")
+    if ev.protocol not in protocols.PROTOCOLS:
+        raise EvalConfigError(f"--config.eval.protocol must be one of {', '.join(protocols.PROTOCOLS)}, got {ev.protocol!r}")
+    if ev.num_photos < 2 or ev.batch_size < 1:
+        raise EvalConfigError("--config.eval.num_photos must be >= 2 and --config.eval.batch_size >= 1")
+    if not ev.inception:
+        raise EvalConfigError("--config.eval.every > 0 needs --config.eval.inception: "
+                              "pt_inception-2015-12-05-6726825d.pth or its converted directory (docs/evaluation.md)")
+    try:
+        if ev.inception == "random":
+            _log.warning("eval.inception=random: the logged FID/KID values mean nothing (demo)")
+            inception = InceptionFeatures.random(0, batch_size=ev.batch_size)
+        else:
+            inception = InceptionFeatures.from_checkpoint(ev.inception, batch_size=ev.batch_size)
+    except (CheckpointError, ValueError, OSError) as e:
+        raise EvalConfigError(f"--config.eval.inception={ev.inception!r}: cannot be loaded: {e}") from e
+    photos = np.stack(_eval_photos(config, sources))
+    cache = ev.cache if ev.cache != "auto" else os.path.join(config.workdir, "fid_cache")
+    try:
+        if ev.real:
+            reference = during_training.load_reference(ev.real, None, inception, protocol=ev.protocol, cache_dir=cache)
+        else:
+            n = len(sources.anime) if not ev.num_real else min(ev.num_real, len(sources.anime))
+            anime = []
+            for i in range(n):
+                try:
+                    anime.append(sources.anime.load(i))
+                except (images.ImageReadError, OSError) as e:
+                    _log.warning("FID reference: skipped %s", e)
+            reference = during_training.load_reference(None, anime, inception, protocol=ev.protocol, cache_dir=None)
+    except ValueError as e:
+        raise EvalConfigError(f"--config.eval.real={ev.real!r}: {e}") from e
+    _log.info("FID/KID every %d steps: %d held-out photos vs %d reference images (%s protocol)",
+              ev.every, len(photos), len(reference.features) if reference.features is not None else -1, ev.protocol)
+    return during_training.GeneratorEvaluator(
+        inception=inception, photos=photos, reference=reference, protocol=ev.protocol, batch_size=ev.batch_size,
+        kid_subsets=ev.kid_subsets, kid_subset_size=ev.kid_subset_size)
 
 
 def _export_and_sample(state, workdir, *, task: I2ITask, config, sources, description) -> None:

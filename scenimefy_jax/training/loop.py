@@ -58,6 +58,8 @@ class TrainTask:
                  never updates; replicated on the mesh once and passed as a fifth argument
                  `train_step(state, batch, rng, step_inputs, frozen)` (a jit argument, not a
                  compile-time constant). Not checkpointed: the job loads it again on restart.
+    evaluate:    optional `state -> {name: float}` (e.g. FID on held-out data), called every
+                 `eval_every` steps and at the end; its values are written like the losses.
     """
 
     init_state: Callable[[jax.Array], State]
@@ -68,6 +70,7 @@ class TrainTask:
     export: Callable[[State, str], None] | None = None
     param_trees: Callable[[State], Mapping[str, Any]] | None = None
     frozen: Any = None
+    evaluate: Callable[[State], Mapping[str, float]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,7 @@ class LoopConfig:
     seed: int = 0
     log_every: int = 50  # loss averages, steps/s, images/s, ETA
     images_every: int = 500  # image grids (0: never)
+    eval_every: int = 0  # task.evaluate (0: never)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
@@ -192,6 +196,14 @@ def train(
                 step % config.images_every == 0 or step == config.total_steps
             ):
                 writer.write_images(step, task.make_images(state, host_batch))
+                progress.restart_clock(step)
+            if task.evaluate is not None and config.eval_every and (
+                step % config.eval_every == 0 or step == config.total_steps
+            ):
+                started = time.perf_counter()
+                scores = dict(task.evaluate(state))
+                scores["eval/seconds"] = time.perf_counter() - started
+                writer.write_scalars(step, scores)
                 progress.restart_clock(step)
             if step < config.total_steps and checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, {}):
                 progress.restart_clock(step)

@@ -41,8 +41,10 @@ def _restore_state(workdir, step):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
+    """The session's compilation cache (tests/conftest.py), so the tiny step compiles once per session
+    (tests/evaluation/test_during_training.py trains the same step)."""
     before = jax.config.jax_compilation_cache_dir
-    yield tmp_path_factory.mktemp("xla_cache")
+    yield before or tmp_path_factory.mktemp("xla_cache")
     jax.config.update("jax_compilation_cache_dir", before)
 
 
