@@ -31,7 +31,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_report import write_report  # noqa: E402
+from tools.benchmark_report import parse_batch_sizes, write_report  # noqa: E402
 
 AGREEMENT = 1e-4  # max |JAX - PyTorch| of pool3 must be below this fraction of max |pool3|
 WARMUP = 2
@@ -96,13 +96,6 @@ def run_case(batch: int, size: int, repeats: int, params, torch_model) -> dict:
     }
 
 
-def _batch_sizes(values: list[str]) -> list[int]:
-    sizes = [int(v) for item in values for v in item.split(",") if v]
-    if not sizes or min(sizes) < 1:
-        raise SystemExit(f"--batch-sizes: expected positive integers, got {values}")
-    return sizes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", nargs="+", default=["1", "8", "16", "32"],
@@ -114,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", "--out", dest="output", default="",
                         help="JSON path (default: benchmarks/inception_<backend>.json)")
     args = parser.parse_args(argv)
-    batch_sizes = _batch_sizes(args.batch_sizes)
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
 
     import jax
     import torch

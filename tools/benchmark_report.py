@@ -48,3 +48,14 @@ def write_report(path: str, report: dict[str, Any], *, packages: tuple[str, ...]
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     return path
+
+
+def parse_batch_sizes(values: list[str]) -> list[int]:
+    """`--batch-sizes 1 8 16` or `--batch-sizes 1,8,16` -> [1, 8, 16] (SystemExit on anything else)."""
+    try:
+        sizes = [int(v) for item in values for v in item.split(",") if v]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"--batch-sizes: expected positive integers, got {values}")
+    return sizes

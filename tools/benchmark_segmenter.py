@@ -29,7 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_report import write_report  # noqa: E402
+from tools.benchmark_report import parse_batch_sizes, write_report  # noqa: E402
 
 # docs/reference.md §5.2, HF config values (the published Swin-B ADE semantic config).
 HF_SWIN_B = dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12, drop_path_rate=0.3,
@@ -141,13 +141,6 @@ def run_case(size: int, batch: int, dtype: str, repeats: int, params, config, to
     return result
 
 
-def _batch_sizes(values: list[str]) -> list[int]:
-    sizes = [int(v) for item in values for v in item.split(",") if v]
-    if not sizes or min(sizes) < 1:
-        raise SystemExit(f"--batch-sizes: expected positive integers, got {values}")
-    return sizes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", nargs="+", default=["1", "8"],
@@ -157,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", "--output", dest="out", default="",
                         help="JSON path (default: benchmarks/segmenter_<backend>.json)")
     args = parser.parse_args(argv)
-    batch_sizes = _batch_sizes(args.batch_sizes)
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
 
     import jax
     import torch

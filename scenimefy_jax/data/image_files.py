@@ -1,4 +1,4 @@
-"""Input files for the jobs that run a network over a user's photos (translate, segment).
+"""Input files for the jobs that run a network over a user's photos (translate, segment, evaluate).
 
 `check_common_options` validates the options they share; `find_inputs` expands `--config.input` (a file, a folder or a glob) to image paths; `prefetch_images`
 decodes them in a thread pool a bounded number ahead of the network, setting unreadable files aside

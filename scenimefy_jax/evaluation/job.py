@@ -21,7 +21,6 @@ config value (one error line naming the `--config.<option>`).
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import time
 
@@ -29,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from scenimefy_jax.data import images as image_ops
+from scenimefy_jax.data.atomic import write_json
 from scenimefy_jax.data.image_files import ConfigError, find_inputs, prefetch_images
 from scenimefy_jax.evaluation import features as features_lib
 from scenimefy_jax.evaluation import metrics, protocols
@@ -60,7 +60,9 @@ def _validate(config) -> dict:
     for option in ("dtype", "translator_dtype"):
         if config[option] not in ("float32", "bfloat16"):
             raise ConfigError(f"--config.{option} must be 'float32' or 'bfloat16', got {config[option]!r}")
-    for option in ("batch_size", "translator_batch_size", "kid_subsets", "kid_subset_size"):
+    if config.batch_size < 0:
+        raise ConfigError(f"--config.batch_size must be >= 0 (0: automatic), got {config.batch_size}")
+    for option in ("translator_batch_size", "kid_subsets", "kid_subset_size"):
         if config[option] < 1:
             raise ConfigError(f"--config.{option} must be >= 1, got {config[option]}")
     if config.max_side < 0:
@@ -114,7 +116,7 @@ def _cache_dir(config) -> str | None:
 def _load_inception(config) -> features_lib.InceptionFeatures:
     from scenimefy_jax.convert.torch_checkpoint import CheckpointError
 
-    kwargs = {"dtype": config.dtype, "batch_size": config.batch_size}
+    kwargs = {"dtype": config.dtype, "batch_size": config.batch_size or features_lib.default_batch_size()}
     if config.inception == "random":
         logging.warning("--config.inception=random: random weights; the FID and KID below mean nothing")
         return features_lib.InceptionFeatures.random(0, **kwargs)
@@ -166,17 +168,6 @@ def _sha256(path: str) -> str | None:
         return checkpoint_sha256(path)
     except (OSError, ValueError):
         return None
-
-
-def _write_json(record: dict, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------- the two sets
@@ -279,6 +270,11 @@ def _demo_data(config) -> None:
                 image_ops.save_png(demo.anime_render(photo, labels) if anime else photo, path)
 
 
+def _log_skipped(failures: dict[str, str]) -> None:
+    for path, reason in failures.items():
+        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+
+
 def run(config) -> int:
     start = time.perf_counter()
     try:
@@ -290,16 +286,17 @@ def run(config) -> int:
     except ConfigError as e:
         logging.error("%s", e)
         return 2
-    for path, reason in real_failures.items():
-        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    _log_skipped(real_failures)
     if real is None:
         logging.error("--config.real=%r: fewer than two readable images; FID needs at least two", config.real)
         return 1
     if config.save_stats:
-        metrics.save_statistics(config.save_stats, real.mu, real.sigma, features=real.features,
-                                metadata={k: v for k, v in (real.metadata or {}).items() if k != "cache_key"})
+        os.makedirs(os.path.dirname(os.path.abspath(config.save_stats)), exist_ok=True)
+        written = metrics.save_statistics(
+            config.save_stats, real.mu, real.sigma, features=real.features,
+            metadata={k: v for k, v in (real.metadata or {}).items() if k != "cache_key"})
         logging.info("statistics of %d real images (%s protocol) written to %s",
-                     len(real.features), config.protocol, config.save_stats)
+                     len(real.features), config.protocol, written)
     if plan["mode"] == "stats_only":
         return 1 if real_failures else 0
 
@@ -308,8 +305,7 @@ def run(config) -> int:
     except ConfigError as e:
         logging.error("%s", e)
         return 2
-    for path, reason in fake_failures.items():
-        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    _log_skipped(fake_failures)
     if len(fake) < 2:
         logging.error("fewer than two readable generated images; FID needs at least two")
         return 1
@@ -350,7 +346,7 @@ def run(config) -> int:
     }
     os.makedirs(config.output, exist_ok=True)
     out = os.path.join(config.output, RESULTS)
-    _write_json(results, out)
+    write_json(out, results)
     print(_table(results), flush=True)
     logging.info("results written to %s", out)
     return 1 if skipped else 0

@@ -37,6 +37,7 @@ from absl import logging
 from tqdm import tqdm
 
 from scenimefy_jax.data import images as image_ops
+from scenimefy_jax.data.atomic import write_json
 from scenimefy_jax.pseudo_pairs import candidates as cand
 from scenimefy_jax.pseudo_pairs import report, selection
 from scenimefy_jax.training import mesh as mesh_lib
@@ -234,13 +235,6 @@ def _append(path: str, records: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _write_json(path: str, record: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- the job
 
 class PairGenerator:
@@ -325,7 +319,7 @@ def run(config) -> int:
     is_writer = jax.process_index() == 0
     manifest = os.path.join(out, MANIFEST)
     if is_writer:
-        _write_json(os.path.join(out, RUN_CONFIG), {"identity": _identity(config)})
+        write_json(os.path.join(out, RUN_CONFIG), {"identity": _identity(config)})
     records = _read_manifest(manifest, config.batch_size) if state == "resume" else []
     if is_writer:
         _rewrite_manifest(manifest, records)

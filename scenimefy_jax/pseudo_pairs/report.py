@@ -118,7 +118,8 @@ def histogram(records: list[dict], threshold: float | None, width: int = 480, he
 def write_outputs(config, generator, stream, records: list[dict], elapsed: float, complete: bool) -> None:
     """Called on every process (the grids re-render candidates, a collective on several hosts); the
     first process writes."""
-    from scenimefy_jax.pseudo_pairs.job import SUMMARY, _write_json
+    from scenimefy_jax.data.atomic import write_json
+    from scenimefy_jax.pseudo_pairs.job import SUMMARY
 
     out = config.output
     writer = jax.process_index() == 0
@@ -138,4 +139,4 @@ def write_outputs(config, generator, stream, records: list[dict], elapsed: float
     threshold = config.seg_loss_th if config.selection == "official" else None
     image_ops.save_png(histogram(records, threshold), os.path.join(out, "seg_loss_hist.png"))
     # "complete": false (a stream that ran out, or max_candidates reached) lets a restart go on.
-    _write_json(os.path.join(out, SUMMARY), summary(config, records, elapsed, complete, generator.mesh.size))
+    write_json(os.path.join(out, SUMMARY), summary(config, records, elapsed, complete, generator.mesh.size))

@@ -32,6 +32,7 @@ from absl import logging
 from tqdm import tqdm
 
 from scenimefy_jax.data import images as image_ops
+from scenimefy_jax.data.atomic import write_json
 from scenimefy_jax.data.image_files import (
     ConfigError,
     check_common_options,
@@ -57,18 +58,6 @@ def output_paths(output: str, stem: str, raw: bool) -> dict[str, str]:
 
 def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
-
-
-def _write_json(record: dict, path: str) -> None:
-    """Writes JSON atomically: a temporary file in the same folder, then a rename (as `images.save_png`)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _previous_legend(path: str) -> dict:
@@ -205,7 +194,7 @@ def run(config) -> int:
                     legend[_stem(path)] = entry
                 bar.update(1)
     finally:  # an interrupted run still records the images it finished
-        _write_json({"dataset": "ADE20K-150", "images": dict(sorted(legend.items()))}, legend_path)
+        write_json(legend_path, {"dataset": "ADE20K-150", "images": dict(sorted(legend.items()))})
     bar.update(len(todo) - bar.n)
     bar.close()
     return finish_run("segmented", written, config.output, time.perf_counter() - start, kept, failures)

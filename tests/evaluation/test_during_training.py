@@ -1,6 +1,5 @@
 """FID/KID during i2i training: logged every N steps, and equal to the evaluate job on the export."""
 import json
-import os
 
 import numpy as np
 import pytest
