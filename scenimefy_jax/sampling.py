@@ -28,8 +28,7 @@ from scenimefy_jax.convert import stylegan2 as convert_sg
 from scenimefy_jax.models import stylegan2 as sg
 
 
-class ConfigError(ValueError):
-    """A bad config value; the message names the `--config.<option>`."""
+from scenimefy_jax.data.image_files import ConfigError  # noqa: E402  (one error type for every job)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +94,12 @@ def load_latents(path: str, style_dim: int) -> np.ndarray:
         z = np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError/OSError/UnpicklingError on bad files
         raise ConfigError(f"--config.latents={path!r}: not a .npy array ({e})") from e
-    z = np.asarray(z, np.float32).reshape(-1, z.shape[-1]) if z.ndim >= 2 else z
+    if z.ndim == 1:  # one z
+        z = z[None]
     if z.ndim != 2 or z.shape[1] != style_dim:
-        raise ConfigError(f"--config.latents={path!r}: expected shape [N, {style_dim}], got {np.shape(z)}")
-    return z
+        # A [N, n_latent, 512] array holds w+ codes, not z's: never flattened into N * n_latent z's.
+        raise ConfigError(f"--config.latents={path!r}: expected z's of shape [N, {style_dim}], got {np.shape(z)}")
+    return np.asarray(z, np.float32)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -145,6 +146,15 @@ def make_render_fn(source: LoadedGenerator, target: LoadedGenerator | None, *, t
 
 
 def run(config) -> int:
+    """The sample job; a bad config value is one error line and exit status 2."""
+    try:
+        return _run(config)
+    except ConfigError as e:
+        logging.error("%s", e)
+        return 2
+
+
+def _run(config) -> int:
     if config.noise not in ("fixed", "random"):
         raise ConfigError(f"--config.noise={config.noise!r}: expected 'fixed' or 'random'")
     if not config.output:

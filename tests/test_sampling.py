@@ -3,7 +3,9 @@ through configs/sample.py and compared with the PyTorch reference from the same 
 (every pixel within one intensity level), directly from the .pt and from a converted model directory.
 """
 import argparse
+import logging
 import os
+import re
 
 import jax
 import numpy as np
@@ -93,7 +95,7 @@ def test_latents_file_and_converted_directory(checkpoints, tmp_path):
         assert np.abs(got - want[i]).max() <= 1
 
 
-def test_random_noise_differs_and_errors_name_the_option(checkpoints, tmp_path):
+def test_random_noise_differs_and_errors_name_the_option(checkpoints, tmp_path, caplog):
     d, _, _ = checkpoints
     outs = []
     for seed in (0, 1):
@@ -102,15 +104,23 @@ def test_random_noise_differs_and_errors_name_the_option(checkpoints, tmp_path):
         sampling.run(config)
         outs.append(np.asarray(Image.open(tmp_path / f"r{seed}" / "0.png")).astype(int))
     assert np.abs(outs[0] - outs[1]).max() > 0
-    with pytest.raises(sampling.ConfigError, match="--config.checkpoint"):
-        sampling.run(_config(checkpoint=str(tmp_path / "missing.pt"), output=str(tmp_path / "x")))
-    with pytest.raises(sampling.ConfigError, match="--config.noise"):
-        sampling.run(_config(checkpoint=str(d / "src.pt"), noise="none", output=str(tmp_path / "x")))
-    with pytest.raises(sampling.ConfigError, match="--config.seeds"):
-        sampling.run(_config(checkpoint=str(d / "src.pt"), seeds="3-1", output=str(tmp_path / "x")))
     np.save(tmp_path / "bad.npy", np.zeros((2, 7), np.float32))
-    with pytest.raises(sampling.ConfigError, match="--config.latents"):
-        sampling.run(_config(checkpoint=str(d / "src.pt"), latents=str(tmp_path / "bad.npy"), output=str(tmp_path / "x")))
+    np.save(tmp_path / "wplus.npy", np.zeros((2, 8, D), np.float32))  # w+ codes, not z's: never flattened
+    cases = [
+        (_config(checkpoint=str(tmp_path / "missing.pt"), output=str(tmp_path / "x")), "--config.checkpoint"),
+        (_config(checkpoint=str(d / "src.pt"), noise="none", output=str(tmp_path / "x")), "--config.noise"),
+        (_config(checkpoint=str(d / "src.pt"), seeds="3-1", output=str(tmp_path / "x")), "--config.seeds"),
+        (_config(checkpoint=str(d / "src.pt"), latents=str(tmp_path / "bad.npy"), output=str(tmp_path / "x")),
+         "--config.latents"),
+        (_config(checkpoint=str(d / "src.pt"), latents=str(tmp_path / "wplus.npy"), output=str(tmp_path / "x")),
+         rf"expected z's of shape \[N, {D}\], got \(2, 8, {D}\)"),
+    ]
+    for config, message in cases:  # one error line naming the option, exit status 2 (no exception out of run)
+        with caplog.at_level(logging.ERROR):
+            caplog.clear()
+            assert sampling.run(config) == 2
+        assert any(re.search(message, r.getMessage()) for r in caplog.records), message
+    assert not (tmp_path / "x").exists()
 
 
 def test_to_uint8_is_the_official_writer():

@@ -57,8 +57,19 @@ def convert_file(path: str | os.PathLike, kind: str | None = None) -> ConvertedM
     """Reads a checkpoint (see `read_checkpoint`) and converts it; `kind=None` detects it."""
     source = os.fspath(path)
     checkpoint = read_checkpoint(source)
-    kind = kind or detect_kind(checkpoint, source)
-    return get_converter(kind).convert(checkpoint, source)
+    if kind is None:
+        return get_converter(detect_kind(checkpoint, source)).convert(checkpoint, source)
+    converter = get_converter(kind)
+    try:
+        return converter.convert(checkpoint, source)
+    except CheckpointError:
+        # A file of another known kind (a StyleGAN2 .pt given where a translator is needed) says what it is.
+        others = [c for c in kinds() if c != kind and get_converter(c).matches(checkpoint)]
+        if len(others) == 1:
+            raise CheckpointError(
+                f"{source}: this is a {others[0]!r} checkpoint ({get_converter(others[0]).description}); "
+                f"a {kind!r} checkpoint is needed here") from None
+        raise
 
 
 __all__ = [

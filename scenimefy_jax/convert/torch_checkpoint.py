@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import pickle
 from typing import Any, Mapping
 
 import numpy as np
@@ -75,10 +76,15 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+            # torch's message goes on to suggest weights_only=False, which would run the file's code.
+            raise CheckpointError(
+                f"{path}: holds Python objects other than tensors and plain containers, so it is refused "
+                "(checkpoints are read with torch.load(weights_only=True) only, never unpickled with code)") from e
+        first = str(e).split(". ")[0].splitlines()[0] if str(e) else ""
         raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
-            f"(truncated, corrupt, or not a checkpoint): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+            f"{path}: cannot be read as a PyTorch checkpoint (truncated, corrupt, or not a checkpoint): "
+            f"{type(e).__name__}: {first}") from e
     return _to_numpy(raw)
 
 

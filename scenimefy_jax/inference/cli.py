@@ -67,13 +67,19 @@ def run(config) -> int:
     if kept:
         logging.info("%d outputs already exist in %s and are kept (--config.overwrite=True to redo)", kept, config.output)
 
-    translator = Translator.from_checkpoint(
-        config.checkpoint,
-        dtype=config.dtype,
-        batch_size=config.batch_size,
-        max_side=config.max_side or None,
-        alpha_background=options["alpha_background"],
-    )
+    from scenimefy_jax.convert.torch_checkpoint import CheckpointError
+
+    try:
+        translator = Translator.from_checkpoint(
+            config.checkpoint,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            max_side=config.max_side or None,
+            alpha_background=options["alpha_background"],
+        )
+    except (CheckpointError, ValueError, OSError) as e:  # unreadable, another kind, another architecture
+        logging.error("--config.checkpoint=%r: cannot be loaded as a translator: %s", config.checkpoint, e)
+        return 2
     failures: dict[str, str] = {}
     written = 0
     start = time.perf_counter()

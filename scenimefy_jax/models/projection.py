@@ -28,8 +28,16 @@ def tap_channels(ngf: int = 64) -> tuple[int, ...]:
 
 
 def l2_normalize(v: jax.Array, axis: int = -1) -> jax.Array:
-    """`v / (||v|| + 1e-7)` along `axis`, as the official `Normalize(power=2)`."""
-    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=axis, keepdims=True))
+    """`v / (||v|| + 1e-7)` along `axis`, as the official `Normalize(power=2)`.
+
+    The official `x.pow(2).sum().pow(0.5)` has an infinite derivative at an all-zero vector (a patch
+    whose ReLU features are all dead), and inf * 0 makes the whole gradient NaN. Here the square root
+    only sees positive sums: the same value and gradient wherever the official ones are finite, and at
+    a zero vector the norm is 0 with the finite gradient `1 / 1e-7` of `v / 1e-7`.
+    """
+    squared = jnp.sum(jnp.square(v), axis=axis, keepdims=True)
+    positive = squared > 0
+    norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
     return v / (norm + NORM_EPS)
 
 

@@ -87,6 +87,10 @@ class Checkpointer:
         """True on every host once any host saw a preemption notice (multi-host: JAX's sync manager)."""
         return self._manager.reached_preemption(step)
 
+    def due(self, step: int) -> bool:
+        """Whether `save(step, ...)` would write a checkpoint (the save interval, or a preemption)."""
+        return bool(self._manager.should_save(step))
+
     def save(self, step: int, state: Any, data_iterator: Any, meta: dict, *, force: bool = False) -> bool:
         """Saves if `step` is on the interval (or `force`); returns whether a save was started."""
         if not force and not self._manager.should_save(step):

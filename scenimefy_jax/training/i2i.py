@@ -27,6 +27,7 @@ import numpy as np
 
 from scenimefy_jax import model_io
 from scenimefy_jax.data import demo, images, pipeline
+from scenimefy_jax.data.image_files import ConfigError
 from scenimefy_jax.training import i2i_step, loop, metrics
 
 _log = py_logging.getLogger(__name__)
@@ -46,11 +47,12 @@ def resolve_sources(config) -> tuple[pipeline.TrainSources, str]:
     data = config.data
     if data.packed:
         if data.unpaired or data.paired:
-            raise ValueError("set either data.packed or data.unpaired + data.paired, not both")
+            raise ConfigError("set either --config.data.packed or --config.data.unpaired + --config.data.paired, not both")
         return pipeline.record_sources(data.packed), f"packed data set {data.packed}"
     if data.unpaired or data.paired:
         if not (data.unpaired and data.paired):
-            raise ValueError("data.unpaired and data.paired must be set together (docs/reference.md §2.2 layouts)")
+            raise ConfigError("--config.data.unpaired and --config.data.paired must be set together "
+                              "(docs/reference.md §2.2 layouts)")
         return pipeline.folder_sources(data.unpaired, data.paired), f"folders {data.unpaired} + {data.paired}"
     root = os.path.join(config.workdir, "demo_data")
     d = data.demo
@@ -156,10 +158,12 @@ def translate_sample(workdir: str, photo: np.ndarray, image_size: int) -> str:
 
 
 def run(config) -> int:
-    if config.compilation_cache:
-        cache = os.path.join(config.workdir, "xla_cache") if config.compilation_cache == "auto" else config.compilation_cache
-        jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    cache = config.compilation_cache
+    with loop.compilation_cache(os.path.join(config.workdir, "xla_cache") if cache == "auto" else cache):
+        return _run(config)
+
+
+def _run(config) -> int:
     hparams = hparams_from_config(config)
     sources, description = resolve_sources(config)
     dataset, plan = pipeline.make_train_dataset(
@@ -181,15 +185,14 @@ def run(config) -> int:
     vgg_params = None
     if hparams.lambda_VGG > 0:
         if not config.vgg_checkpoint:
-            raise ValueError("model.lambda_VGG > 0 needs vgg_checkpoint (a converted VGG19 directory)")
-        vgg_params = model_io.load_model(config.vgg_checkpoint).params
+            raise ConfigError("--config.model.lambda_VGG > 0 needs --config.vgg_checkpoint (a converted VGG19 directory)")
+        try:
+            vgg_params = model_io.load_model(config.vgg_checkpoint, expected_kind="vgg19").params
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"--config.vgg_checkpoint={config.vgg_checkpoint!r}: {e}") from e
     evaluator = None
     if config.eval.every:
-        try:
-            evaluator = build_evaluator(config, sources)
-        except EvalConfigError as e:
-            _log.error("%s", e)
-            return 2
+        evaluator = build_evaluator(config, sources)  # ConfigError: one line, exit status 2 (main.run_job)
     task = I2ITask(hparams=hparams, image_size=config.data.image_size, steps_per_epoch=plan.steps_per_epoch,
                    grid_images=config.grid_images, vgg_params=vgg_params, evaluator=evaluator)
     export = functools.partial(
@@ -201,12 +204,9 @@ def run(config) -> int:
         eval_every=config.eval.every, keep_checkpoints=config.keep_checkpoints, async_checkpoints=config.async_checkpoints,
         tensorboard=config.tensorboard, hparams=config.to_dict(),
     )
-    loop.train(task.as_loop_task(export), dataset, loop_config)
-    return 0  # also after a SIGTERM: the checkpoint is saved and the same command resumes
-
-
-class EvalConfigError(ValueError):
-    """A bad `--config.eval.*` value."""
+    result = loop.train(task.as_loop_task(export), dataset, loop_config)
+    # 0 also after a SIGTERM (the checkpoint is saved and the same command resumes); 1 when it diverged.
+    return 1 if result.diverged_at is not None else 0
 
 
 def _eval_photos(config, sources) -> list[np.ndarray]:
@@ -218,7 +218,7 @@ def _eval_photos(config, sources) -> list[np.ndarray]:
         try:
             paths, _ = find_inputs(ev.photos)
         except ValueError as e:
-            raise EvalConfigError(str(e).replace("--config.input", "--config.eval.photos")) from None
+            raise ConfigError(str(e).replace("--config.input", "--config.eval.photos")) from None
         loaded = []
         for path in paths[: ev.num_photos]:
             try:
@@ -230,10 +230,10 @@ def _eval_photos(config, sources) -> list[np.ndarray]:
         loaded = [demo.render_scene(config.seed, 3_000_000 + i, config.data.demo.size)[0]
                   for i in range(ev.num_photos)]
     else:
-        raise EvalConfigError("--config.eval.every > 0 needs --config.eval.photos: a folder of held-out photos "
+        raise ConfigError("--config.eval.every > 0 needs --config.eval.photos: a folder of held-out photos "
                               "(not the training photos)")
     if len(loaded) < 2:
-        raise EvalConfigError(f"--config.eval.photos={ev.photos!r}: fewer than two readable photos")
+        raise ConfigError(f"--config.eval.photos={ev.photos!r}: fewer than two readable photos")
     # The training transform without the flip: bicubic resize of both sides to image_size.
     return [pipeline.resize_square(p, size) for p in loaded]
 
@@ -246,13 +246,13 @@ def build_evaluator(config, sources):
 
     ev = config.eval
     if ev.every < 0:
-        raise EvalConfigError(f"--config.eval.every must be >= 0 (0: off), got {ev.every}")
+        raise ConfigError(f"--config.eval.every must be >= 0 (0: off), got {ev.every}")
     if ev.protocol not in protocols.PROTOCOLS:
-        raise EvalConfigError(f"--config.eval.protocol must be one of {', '.join(protocols.PROTOCOLS)}, got {ev.protocol!r}")
+        raise ConfigError(f"--config.eval.protocol must be one of {', '.join(protocols.PROTOCOLS)}, got {ev.protocol!r}")
     if ev.num_photos < 2 or ev.batch_size < 1:
-        raise EvalConfigError("--config.eval.num_photos must be >= 2 and --config.eval.batch_size >= 1")
+        raise ConfigError("--config.eval.num_photos must be >= 2 and --config.eval.batch_size >= 1")
     if not ev.inception:
-        raise EvalConfigError("--config.eval.every > 0 needs --config.eval.inception: "
+        raise ConfigError("--config.eval.every > 0 needs --config.eval.inception: "
                               "pt_inception-2015-12-05-6726825d.pth or its converted directory (docs/evaluation.md)")
     try:
         if ev.inception == "random":
@@ -261,7 +261,7 @@ def build_evaluator(config, sources):
         else:
             inception = InceptionFeatures.from_checkpoint(ev.inception, batch_size=ev.batch_size)
     except (CheckpointError, ValueError, OSError) as e:
-        raise EvalConfigError(f"--config.eval.inception={ev.inception!r}: cannot be loaded: {e}") from e
+        raise ConfigError(f"--config.eval.inception={ev.inception!r}: cannot be loaded: {e}") from e
     photos = np.stack(_eval_photos(config, sources))
     cache = ev.cache if ev.cache != "auto" else os.path.join(config.workdir, "fid_cache")
     try:
@@ -277,7 +277,7 @@ def build_evaluator(config, sources):
                     _log.warning("FID reference: skipped %s", e)
             reference = during_training.load_reference(None, anime, inception, protocol=ev.protocol, cache_dir=None)
     except ValueError as e:
-        raise EvalConfigError(f"--config.eval.real={ev.real!r}: {e}") from e
+        raise ConfigError(f"--config.eval.real={ev.real!r}: {e}") from e
     _log.info("FID/KID every %d steps: %d held-out photos vs %d reference images (%s protocol)",
               ev.every, len(photos), len(reference.features) if reference.features is not None else -1, ev.protocol)
     return during_training.GeneratorEvaluator(

@@ -17,6 +17,7 @@ checkpoint; on CPU the result is bit-identical to an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging as py_logging
 import os
@@ -34,6 +35,26 @@ _log = py_logging.getLogger(__name__)
 
 State = Any
 Batch = Mapping[str, Any]
+
+
+@contextlib.contextmanager
+def compilation_cache(directory: str | None):
+    """XLA's persistent compilation cache in `directory` for the duration of a job (None: unchanged).
+
+    `jax.config` is process-global: a job run from Python (a notebook, a test) must not leave its cache
+    settings behind, so the previous values are restored on exit.
+    """
+    if not directory:
+        yield
+        return
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +114,9 @@ class LoopConfig:
 class TrainResult:
     step: int  # steps completed (including those before a resume)
     state: State
-    finished: bool  # reached total_steps (False: stopped early by a signal or a hook)
+    finished: bool  # reached total_steps (False: stopped early by a signal, a hook or divergence)
     resumed_from: int | None
+    diverged_at: int | None = None  # first step (1-based) whose losses or state were not finite
 
 
 StepHook = Callable[[int, State, Mapping[str, np.ndarray]], bool | None]
@@ -156,14 +178,44 @@ def train(
 
     frozen = mesh_lib.replicate(task.frozen, mesh) if task.frozen is not None else None
 
-    def update(state, batch, key, step, inputs, frozen):
+    def update(state, batch, key, step, inputs, frozen, first_bad):
         rng = jax.random.fold_in(key, step)
         if frozen is None:
-            return task.train_step(state, batch, rng, inputs)
-        return task.train_step(state, batch, rng, inputs, frozen)
+            state, step_metrics = task.train_step(state, batch, rng, inputs)
+        else:
+            state, step_metrics = task.train_step(state, batch, rng, inputs, frozen)
+        # Divergence guard, on device so that no step waits for the host: the first 0-based step whose
+        # metrics or new state hold a NaN/inf (-1: none yet). One scalar is read at reports and saves.
+        def all_finite(tree):
+            return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+                                        if jnp.issubdtype(x.dtype, jnp.inexact)] or [True]))
+
+        metrics_ok, state_ok = all_finite(step_metrics), all_finite(state)
+        # first_bad = [0-based step or -1, 1 if that step's metrics were non-finite (else only the state)]
+        new = jnp.stack([step, (~metrics_ok).astype(jnp.int32)]).astype(jnp.int32)
+        first_bad = jnp.where((first_bad[0] < 0) & ~(metrics_ok & state_ok), new, first_bad)
+        return state, step_metrics, first_bad
 
     # The state is donated: its buffers are reused for the new state (halves peak memory).
-    update = jax.jit(update, donate_argnums=0, out_shardings=(replicated, replicated))
+    update = jax.jit(update, donate_argnums=0, out_shardings=(replicated, replicated, replicated))
+    first_bad = jax.device_put(jnp.asarray([-1, 0], jnp.int32), replicated)
+    diverged_at = None
+
+    def diverged() -> bool:
+        """True (after logging which terms) once a step produced non-finite losses or state."""
+        nonlocal diverged_at
+        bad, metrics_bad = (int(v) for v in np.asarray(first_bad))
+        if bad < 0:
+            return False
+        diverged_at = bad + 1
+        terms = sorted(k for k, v in averages.peek().items() if not np.isfinite(v)) if metrics_bad else []
+        what = f"loss terms {', '.join(terms)}" if terms else "the parameters or optimiser state"
+        last = checkpointer.latest_step()
+        _log.error(
+            "step %d produced non-finite %s; training stops here and the last finite checkpoint (%s) is kept. "
+            "Resuming repeats the same computation: lower the learning rate or change the data first.",
+            diverged_at, what, f"step {last}" if last is not None else "none yet")
+        return True
 
     averages = metrics_lib.LossAverages()
     progress = metrics_lib.ProgressReporter(
@@ -178,8 +230,8 @@ def train(
             host_batch = next(iterator)
             batch = mesh_lib.shard_batch({k: host_batch[k] for k in task.batch_keys}, mesh)
             inputs_host = task.step_inputs(step)
-            state, step_metrics = update(
-                state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host), frozen)
+            state, step_metrics, first_bad = update(
+                state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host), frozen, first_bad)
             step += 1
             averages.update(step_metrics)
             if first_step_of_run:
@@ -187,6 +239,10 @@ def train(
                 jax.block_until_ready(step_metrics)
                 progress.restart_clock(step)
                 first_step_of_run = False
+            if (step % config.log_every == 0 or step == config.total_steps
+                    or checkpointer.due(step)) and diverged():
+                stopped = True
+                break
             if step % config.log_every == 0 or step == config.total_steps:
                 scalars = averages.compute_and_reset()
                 scalars.update(progress.report(step))
@@ -211,11 +267,13 @@ def train(
                 stopped = True
                 break
 
-    finished = step >= config.total_steps
-    if checkpointer.latest_step() != step:
+    finished = step >= config.total_steps and diverged_at is None
+    if diverged_at is None and diverged():  # a stop by signal or hook: never save a non-finite state
+        finished = False
+    if diverged_at is None and checkpointer.latest_step() != step:
         checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, {}, force=True)
     checkpointer.close()
-    if stopped and not finished:
+    if stopped and not finished and diverged_at is None:
         _log.warning("stopped at step %d of %d; run the same command again to resume", step, config.total_steps)
     if finished and task.export is not None:
         task.export(state, config.workdir)
@@ -223,4 +281,5 @@ def train(
     writer.close()
     if hasattr(iterator, "close"):
         iterator.close()
-    return TrainResult(step=step, state=state, finished=finished, resumed_from=resumed_from)
+    return TrainResult(step=step, state=state, finished=finished, resumed_from=resumed_from,
+                       diverged_at=diverged_at)

@@ -198,6 +198,10 @@ class LossAverages:
             new = clu_metrics.Average.from_model_output(value)
             self._averages[name] = self._averages[name].merge(new) if name in self._averages else new
 
+    def peek(self) -> dict[str, float]:
+        """The current averages, without resetting them."""
+        return {name: float(avg.compute()) for name, avg in self._averages.items()}
+
     def compute_and_reset(self) -> dict[str, float]:
         out = {name: float(avg.compute()) for name, avg in self._averages.items()}
         self._averages = {}

@@ -239,6 +239,8 @@ def pretrain_demo_source(config, arch: dict, photos: str) -> str:
                   G.size, photos, steps, workdir)
         dataset, _ = _dataset(config, photos, config.seed + 1)
         result = loop.train(task.as_loop_task(None), dataset, _loop_config(config, workdir, steps))
+        if result.diverged_at is not None:
+            raise SystemExit(1)
         if not result.finished:
             raise SystemExit(0)  # stopped by SIGTERM: the same command resumes the pretraining
         s = jax.device_get(result.state)
@@ -275,10 +277,12 @@ def _grid_z(config, style_dim: int) -> np.ndarray:
 
 
 def run(config) -> int:
-    if config.compilation_cache:
-        cache = config.compilation_cache_dir or os.path.join(config.workdir, "xla_cache")
-        jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    cache = (config.compilation_cache_dir or os.path.join(config.workdir, "xla_cache")) if config.compilation_cache else None
+    with loop.compilation_cache(cache):
+        return _run(config)
+
+
+def _run(config) -> int:
     demo_folders = None
     if not config.data.folder:
         demo_folders = _demo_folders(config)
@@ -291,8 +295,15 @@ def run(config) -> int:
     tree, arch = load_source(source_path)
     start_iter = config.model.start_iter
     if start_iter < 0:  # official: parsed from the checkpoint's file name ("220000.pt")
-        stem = os.path.splitext(os.path.basename(os.path.normpath(source_path)))[0].split("-")[-1]
-        start_iter = int(stem) if stem.isdigit() else 0
+        from scenimefy_jax.data.image_files import ConfigError
+
+        name = os.path.basename(os.path.normpath(source_path))
+        stem = os.path.splitext(name)[0].split("-")[-1]
+        if not stem.isdigit():  # guessing 0 would silently shift the lazy-R1 phase
+            raise ConfigError(
+                f"--config.model.start_iter=-1 reads the source iteration from the file name, but {name!r} ends in "
+                "no number; set --config.model.start_iter (220000 for lhq-220000.pt; 0 if unknown)")
+        start_iter = int(stem)
     hp = hparams_from_config(config.model, start_iter=start_iter)
     G = convert_sg.generator_from_architecture(arch, conv_impl=config.conv_impl)
     D = convert_sg.discriminator_from_architecture(arch)
@@ -356,5 +367,6 @@ def run(config) -> int:
         grid = task.make_images(state, None)["grid/Gs_Gt_Gema"]
         images.save_png(grid, os.path.join(workdir, "samples.png"))
 
-    loop.train(task.as_loop_task(export), dataset, _loop_config(config, config.workdir, config.num_steps))
-    return 0  # also after a SIGTERM: the checkpoint is saved and the same command resumes
+    result = loop.train(task.as_loop_task(export), dataset, _loop_config(config, config.workdir, config.num_steps))
+    # 0 also after a SIGTERM (the checkpoint is saved and the same command resumes); 1 when it diverged.
+    return 1 if result.diverged_at is not None else 0

@@ -82,3 +82,27 @@ def test_gather_is_row_major():
     np.testing.assert_array_equal(np.asarray(got)[..., 0], [[0, 5, 11], [12, 17, 23]])
     got = gather_patches(f, np.array([[1, 2], [3, 4]]))
     np.testing.assert_array_equal(np.asarray(got)[..., 0], [[1, 2], [15, 16]])
+
+
+def test_l2_normalize_gradient_is_finite_for_an_all_zero_patch_and_official_elsewhere():
+    """A patch whose features are all zero (dead ReLUs) made the official Normalize's gradient NaN."""
+    import jax.numpy as jnp
+
+    from scenimefy_jax.models.projection import NORM_EPS, l2_normalize
+
+    v = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    v[2] = 0.0
+    w = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
+    value, grad = jax.value_and_grad(lambda x: jnp.sum(l2_normalize(x) * w))(jnp.asarray(v))
+
+    x = torch.from_numpy(v.copy()).requires_grad_(True)  # the official Normalize(power=2)
+    norm = x.pow(2).sum(1, keepdim=True).pow(1.0 / 2)
+    (x.div(norm + 1e-7) * torch.from_numpy(w)).sum().backward()
+    official = x.grad.numpy()
+    assert np.isnan(official[2]).all()  # the defect this guards against
+    assert np.isfinite(np.asarray(grad)).all()
+    rows = [0, 1, 3]
+    np.testing.assert_allclose(np.asarray(grad)[rows], official[rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad)[2], w[2] / NORM_EPS, rtol=1e-6)  # d(v / eps)/dv at v = 0
+    np.testing.assert_allclose(float(value), float((x.detach().div(norm.detach() + 1e-7) * torch.from_numpy(w)).sum()),
+                               rtol=1e-6)

@@ -137,3 +137,45 @@ def test_frozen_arrays_reach_the_step_as_arguments(demo_sources, tmp_path):
     assert result.finished
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["frozen_sum"] for l in lines if "frozen_sum" in l] == [6.0]
+
+
+def _diverging_step(where):
+    """The toy step, but from its 5th step on the loss (or the parameters) turn NaN."""
+    import jax.numpy as jnp
+
+    def step(state, batch, rng, inputs):
+        state, metrics = toy_task.train_step(state, batch, rng, inputs)
+        bad = state.count >= 5
+        if where == "loss":
+            metrics = {"loss": jnp.where(bad, jnp.nan, metrics["loss"]), "finite_term": metrics["loss"]}
+        else:
+            state = state.replace(params=jax.tree_util.tree_map(lambda p: jnp.where(bad, jnp.nan, p), state.params))
+        return state, metrics
+
+    return step
+
+
+@pytest.mark.parametrize("where, named", [("loss", "loss terms loss"), ("state", "the parameters or optimiser state")])
+def test_a_non_finite_step_stops_the_run_and_keeps_the_last_finite_checkpoint(demo_sources, tmp_path, caplog,
+                                                                                where, named):
+    import dataclasses
+    import logging
+
+    task = dataclasses.replace(toy_task.TASK, train_step=_diverging_step(where))
+    with caplog.at_level(logging.ERROR):
+        result = loop.train(task, _dataset(demo_sources), _config(tmp_path, checkpoint_every=3, log_every=2))
+    assert result.diverged_at == 5 and not result.finished and result.step == 6  # found at the report of step 6
+    ckpts = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+    assert max(ckpts) == 3  # step 6's checkpoint (due) and the final one were not written over it
+    assert not (tmp_path / "exported.npy").exists()
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "step 5 produced non-finite " + named in message and "checkpoint (step 3) is kept" in message
+
+
+def test_a_jobs_compilation_cache_setting_is_restored_afterwards(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    with loop.compilation_cache(str(tmp_path / "cache")):
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    assert jax.config.jax_compilation_cache_dir == before
+    with loop.compilation_cache(None):  # off: untouched
+        assert jax.config.jax_compilation_cache_dir == before

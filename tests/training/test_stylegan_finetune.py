@@ -168,7 +168,9 @@ def _check_parity(setup):
     got, want = setup["metrics"][0], setup["torch_losses"]
     assert got["r1_applied"] == 1.0  # start_iter 6, every 3: the first step regularises
     for name in ("d", "r1", "g", "g_adv", "content", "clip", "patch"):
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, err_msg=name)
+        # Relative 1e-4 with an absolute floor: some terms are ~1e-4 themselves (the CLIP loss of a random
+        # model: 2.41e-4 with a float32 difference of 4.5e-8), where a purely relative bound tests rounding.
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
     after, before = setup["states"][0], setup["state0"]
     for net in ("g", "d", "g_ema"):
         g_flat, t_flat, b_flat = _flat(getattr(after, net)), _flat(setup["torch_after"][net]), _flat(getattr(before, net))
@@ -251,6 +253,7 @@ def _job(workdir, cache, *extra):
     return proc.stderr
 
 
+@pytest.mark.slow  # 1.5-3 minutes on 2 cores (two job processes compile the fine-tuning step)
 def test_tiny_job_end_to_end_and_resume(tmp_path):
     """The job through main.py: 2 steps, then the same command with 4 steps resumes from step 2."""
     cache = tmp_path / "xla_cache"
