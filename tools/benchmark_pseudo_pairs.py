@@ -103,7 +103,7 @@ def jax_candidate_runner(source, target, seg_config, seg_params, w_avg, batch: i
 
     from scenimefy_jax.pseudo_pairs import candidates as cand
     from scenimefy_jax.segmentation.segmenter import DTYPES, sem_seg_function
-    from scenimefy_jax.training import mesh as mesh_lib
+    from scenimefy_jax.parallel import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh()
     options = cand.CandidateOptions(truncation=TRUNCATION, noise="random")  # official: independent noise

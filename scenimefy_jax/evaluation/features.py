@@ -33,7 +33,7 @@ from scenimefy_jax import model_io
 from scenimefy_jax.data.image_files import prefetch_images
 from scenimefy_jax.evaluation import metrics, protocols
 from scenimefy_jax.models.inception import NUM_FEATURES, FIDInceptionV3, random_params
-from scenimefy_jax.training import mesh as mesh_lib
+from scenimefy_jax.parallel import mesh as mesh_lib
 
 KIND = "fid_inception"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -23,7 +23,7 @@ import numpy as np
 from scenimefy_jax import model_io
 from scenimefy_jax.data import images as image_ops
 from scenimefy_jax.models.translator import ResnetGenerator
-from scenimefy_jax.training import mesh as mesh_lib
+from scenimefy_jax.parallel import mesh as mesh_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

@@ -111,7 +111,7 @@ def to_uint8(images: jnp.ndarray) -> jnp.ndarray:
 
 def jit_candidate_fn(fn: Callable, mesh) -> Callable:
     """Jits `make_candidate_fn`'s function with networks replicated and candidates split on the data axis."""
-    from scenimefy_jax.training import mesh as mesh_lib
+    from scenimefy_jax.parallel import mesh as mesh_lib
 
     rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharded(mesh)
     return jax.jit(fn, in_shardings=(rep, rep, rep, rep, data, data, rep), out_shardings=data)

@@ -40,7 +40,7 @@ from scenimefy_jax.data import images as image_ops
 from scenimefy_jax.data.atomic import write_json
 from scenimefy_jax.pseudo_pairs import candidates as cand
 from scenimefy_jax.pseudo_pairs import report, selection
-from scenimefy_jax.training import mesh as mesh_lib
+from scenimefy_jax.parallel import mesh as mesh_lib
 
 MANIFEST = "pairs.jsonl"
 RUN_CONFIG = "run_config.json"

@@ -33,7 +33,7 @@ from scenimefy_jax.models.mask2former.model import (
     normalize_and_pad,
     semantic_segmentation,
 )
-from scenimefy_jax.training import mesh as mesh_lib
+from scenimefy_jax.parallel import mesh as mesh_lib
 
 KIND = "mask2former"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

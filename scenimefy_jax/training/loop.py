@@ -4,7 +4,7 @@ A job describes itself as a `TrainTask` (how to build its state, its pure step, 
 values, its image grids, its export) and hands the loop an input pipeline. The loop owns everything
 else, once, for every job:
 
-* the device mesh (`mesh.py`): batches sharded on the data axis, the state replicated;
+* the device mesh (`parallel/mesh.py`): batches sharded on the data axis, the state replicated;
 * `jax.jit` of the step with the state donated, the step's PRNG key `fold_in(base_key, step)` (so a
   resumed run draws exactly the keys an uninterrupted run would);
 * init, or restore from the latest checkpoint (state, step, PRNG key, data iterator position);
@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from scenimefy_jax.model_io import quiet_orbax_logs
-from scenimefy_jax.training import checkpointing, mesh as mesh_lib, metrics as metrics_lib
+from scenimefy_jax.parallel import mesh as mesh_lib
+from scenimefy_jax.training import checkpointing, metrics as metrics_lib
 
 _log = py_logging.getLogger(__name__)
 

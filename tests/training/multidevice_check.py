@@ -13,7 +13,7 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scenimefy_jax.training import mesh as mesh_lib  # noqa: E402
+from scenimefy_jax.parallel import mesh as mesh_lib  # noqa: E402
 
 
 def _task(kind):

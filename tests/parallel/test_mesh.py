@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from scenimefy_jax.training import mesh as mesh_lib
+from scenimefy_jax.parallel import mesh as mesh_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
