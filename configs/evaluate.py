@@ -20,10 +20,14 @@ measures a random translator with a random Inception: it shows the job; its numb
 """
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "evaluate"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.inception = ""  # pt_inception-2015-12-05-6726825d.pth, a converted directory, or "random" (meaningless)
     config.fake = ""  # folder (or glob) of generated images; or use translator + photos instead
     config.translator = ""  # a translator (*_net_G.pth or a converted / exported directory) ...

@@ -23,10 +23,14 @@ import os
 
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "pseudo_pairs"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.source = ""  # G_s: rosinality .pt (g_ema) or a converted stylegan2 directory (e.g. lhq-220000.pt)
     config.target = ""  # G_t: the fine-tuned generator (e.g. <stylegan_finetune workdir>/generator)
     config.segmenter = ""  # model_final_503e96.pkl, a Hugging Face Mask2Former folder, or a converted directory

@@ -10,10 +10,14 @@ source w_avg (as Seg_selection/generate_pair.py) and `<output>/<i>.png` shows th
 """
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "sample"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.checkpoint = ""  # source generator: rosinality .pt (g_ema used) or converted model directory
     config.checkpoint2 = ""  # optional target generator rendered from the same w's, side by side
     config.seeds = "0-7"  # z_i = numpy default_rng(seed).standard_normal(style_dim); e.g. "0-7" or "1,5,9"

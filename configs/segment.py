@@ -14,10 +14,14 @@ Photos are segmented at their own size, as the official selection segments its 2
 """
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "segment"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.checkpoint = ""  # model_final_503e96.pkl, a Hugging Face folder, a state dict, or a converted directory
     config.input = ""  # an image file, a folder (its image files), or a glob such as "photos/**/*.jpg"
     config.output = ""  # folder receiving <stem>_labels.png, <stem>_overlay.png, <stem>_legend.png, legend.json

@@ -10,10 +10,14 @@ with bicubic resampling); `<output>/<stem>.png` is written for each input.
 """
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "translate"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.checkpoint = ""  # official *_net_G.pth, or a converted/exported model directory
     config.input = ""  # an image file, a folder (its image files), or a glob such as "photos/**/*.jpg"
     config.output = ""  # folder receiving <stem>.png

@@ -38,6 +38,14 @@ def run_job(config) -> int:
     job = config.get("job")
     if job not in JOBS:
         raise app.UsageError(f"config.job={job!r} is not a known job; known jobs: {', '.join(sorted(JOBS))}")
+    from scenimefy_jax.parallel import distributed
+
+    try:
+        # Several hosts: join the others before the job creates a backend (docs/multihost.md).
+        distributed.initialize_from_config(config.get("distributed"))
+    except distributed.DistributedConfigError as e:
+        logging.error("%s", e)
+        return USAGE_ERROR
     try:
         return int(importlib.import_module(JOBS[job]).run(config) or 0)
     except ConfigError as e:

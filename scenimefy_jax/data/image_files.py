@@ -98,6 +98,30 @@ def prefetch_images(
                 failures[path] = str(e)
 
 
+def finish_all_processes(verb: str, written: int, output: str, elapsed: float, kept: int,
+                         failures: dict[str, str]) -> int:
+    """`finish_run` over the shares of every process (several hosts): each process logs its own skipped
+    files; process 0 logs the totals; all return the same exit status."""
+    import jax
+
+    if jax.process_count() == 1:
+        return finish_run(verb, written, output, elapsed, kept, failures)
+    from absl import logging
+
+    from scenimefy_jax.parallel import distributed
+
+    for path, reason in failures.items():
+        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    logging.info("process %d: %s %d image(s) of its share, %d failed", jax.process_index(), verb, written,
+                 len(failures))
+    shares = distributed.gather_json({"written": written, "failed": len(failures)})
+    total_written, total_failed = sum(s["written"] for s in shares), sum(s["failed"] for s in shares)
+    if distributed.is_writer():
+        logging.info("%s %d image(s) into %s in %.1f s on %d processes; %d kept, %d failed", verb, total_written,
+                     output, elapsed, len(shares), kept, total_failed)
+    return 1 if total_failed else 0
+
+
 def finish_run(verb: str, written: int, output: str, elapsed: float, kept: int, failures: dict[str, str]) -> int:
     """Logs each skipped file by name and the run's summary; returns the exit status (1 if any failed)."""
     from absl import logging

@@ -3,7 +3,9 @@
 Every readable input image `<stem>.<ext>` becomes `<output>/<stem>.png`. A file that cannot be read
 is reported by name and skipped; the others are still written, and the job then exits with status 1
 and a summary. Existing outputs are kept unless `--config.overwrite=True`. Each PNG is written to a
-temporary name and renamed, so an interrupted run never leaves a truncated image behind.
+temporary name and renamed, so an interrupted run never leaves a truncated image behind. On several
+hosts each translates every `process_count`-th input on its own devices (docs/multihost.md); the
+summary and exit status cover all of them.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from scenimefy_jax.data.image_files import (
     ConfigError,
     check_common_options,
     find_inputs,
-    finish_run,
+    finish_all_processes,
     prefetch_images,
 )
+from scenimefy_jax.parallel import distributed
 
 
 def _validate(config) -> tuple[list[str], dict]:
@@ -80,6 +83,8 @@ def run(config) -> int:
     except (CheckpointError, ValueError, OSError) as e:  # unreadable, another kind, another architecture
         logging.error("--config.checkpoint=%r: cannot be loaded as a translator: %s", config.checkpoint, e)
         return 2
+    # Several hosts: each translates its share on its own devices and writes those outputs.
+    todo = distributed.process_share(todo)
     failures: dict[str, str] = {}
     written = 0
     start = time.perf_counter()
@@ -103,4 +108,4 @@ def run(config) -> int:
         bar.update(1)
     bar.update(len(todo) - bar.n)
     bar.close()
-    return finish_run("translated", written, config.output, time.perf_counter() - start, kept, failures)
+    return finish_all_processes("translated", written, config.output, time.perf_counter() - start, kept, failures)

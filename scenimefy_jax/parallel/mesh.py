@@ -70,6 +70,27 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
+def _host_value(x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if not x.is_fully_replicated:
+            raise ValueError(f"an array of shape {x.shape} sharded over several hosts cannot be read by one host")
+        x = x.addressable_data(0)  # several hosts: this host's own copy of a replicated array
+    return np.asarray(jax.device_get(x))
+
+
 def to_host(tree: Any) -> Any:
-    """Fetches a pytree of replicated (or fully addressable) arrays as numpy."""
-    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+    """Fetches a pytree of replicated (or fully addressable) arrays as numpy, on one host or several."""
+    return jax.tree_util.tree_map(_host_value, tree)
+
+
+def local_copy(tree: Any) -> Any:
+    """This host's copy of replicated arrays, on its first local device.
+
+    With several hosts a replicated global array feeds only programs that every host runs in step;
+    image grids, evaluations and exports are per-host work on host-local inputs, so they take this."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree_util.tree_map(local, tree)
