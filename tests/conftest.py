@@ -6,6 +6,9 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 import pytest  # noqa: E402
 
+# With SCENIMEFY_CI=1 (set by .ci/run) any skipped test fails the run: see tests/ci_plugin.py.
+pytest_plugins = ["tests.ci_plugin"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_compilation_cache(tmp_path_factory):

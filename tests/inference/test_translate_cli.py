@@ -6,6 +6,8 @@ the converted JAX generator; outputs must agree to within one intensity level (f
 move a value across an integer boundary before the truncating cast).
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from PIL import Image, ImageOps
 
 torch = pytest.importorskip("torch")
 
+from scenimefy_jax import convert, model_io  # noqa: E402
 from scenimefy_jax import main as entry  # noqa: E402
 from tests.torch_reference import cut_networks as ref  # noqa: E402
 
@@ -137,3 +140,43 @@ def test_colliding_output_names_are_refused(generator_and_checkpoint, tmp_path, 
     cfg.checkpoint, cfg.input, cfg.output = generator_and_checkpoint[1], str(tmp_path), str(tmp_path / "o")
     assert entry.run_job(cfg) == 2
     assert "same.png <-" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def converted_checkpoint(generator_and_checkpoint, tmp_path_factory):
+    """The random generator converted once to a model directory, as tools/convert_checkpoint.py writes it."""
+    converted = convert.convert_file(generator_and_checkpoint[1])
+    return model_io.save_model(tmp_path_factory.mktemp("converted") / "translator", kind="translator",
+                               params=converted.params, architecture=converted.architecture)
+
+
+def _translate_command(*options):
+    """`python -m scenimefy_jax.main --config=configs/translate.py ...` from the repository root, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "scenimefy_jax.main", "--config=configs/translate.py", *options],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_writes_the_readable_photos_and_names_the_corrupt_one(converted_checkpoint, tmp_path):
+    inputs, out = tmp_path / "photos", tmp_path / "anime"
+    inputs.mkdir()
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (36, 44, 3), dtype=np.uint8)).save(inputs / "street.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)).save(inputs / "park.png")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but the rest is garbage")
+    proc = _translate_command(f"--config.checkpoint={converted_checkpoint}", f"--config.input={inputs}",
+                              f"--config.output={out}", "--config.progress=False")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["park.png", "street.png"]
+    assert np.asarray(Image.open(out / "street.png")).shape == (36, 44, 3)
+    assert np.asarray(Image.open(out / "park.png")).shape == (40, 32, 3)
+    assert str(inputs / "broken.png") in proc.stderr
+
+
+def test_command_line_names_a_misspelt_option(converted_checkpoint, tmp_path):
+    proc = _translate_command(f"--config.chekpoint={converted_checkpoint}", f"--config.input={tmp_path}",
+                              f"--config.output={tmp_path / 'anime'}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--config.chekpoint" in errors[0] and "--config.checkpoint" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "anime").exists()

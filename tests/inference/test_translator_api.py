@@ -50,12 +50,17 @@ def test_lists_keep_input_order_and_match_single_calls(translator):
 
 
 def test_one_compilation_per_shape(translator):
+    # A translator of its own: the module's shared one has compiled whatever earlier tests ran.
+    fresh = Translator(translator.params, translator.architecture, batch_size=4)
     images = _images()
-    translator(images)
-    compiled = translator._forward._cache_size()
-    translator(images)
-    translator(images[0])
-    assert translator._forward._cache_size() == compiled
+    fresh(images)  # three 32x40 images padded to a batch of 4, one 24x24 alone: two programs
+    assert fresh._forward._cache_size() == 2
+    fresh(images[0])  # a single 32x40 image is a batch of 1: a third program
+    assert fresh._forward._cache_size() == 3
+    fresh(images)
+    fresh(images[0])
+    fresh(images[2])
+    assert fresh._forward._cache_size() == 3
 
 
 def test_grayscale_and_rgba_arrays_are_accepted(translator):

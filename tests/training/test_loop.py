@@ -79,12 +79,13 @@ def test_sigterm_then_resume_is_bit_exact(uninterrupted, demo_sources, tmp_path)
         if step == 5:
             os.kill(os.getpid(), signal.SIGTERM)  # what a TPU VM preemption delivers
 
+    handler_before = signal.getsignal(signal.SIGTERM)
     first = loop.train(toy_task.TASK, _dataset(demo_sources), _config(tmp_path),
                        hooks=(_recorder(seen), preempt_at_5))
     assert not first.finished and first.step == 5
     assert not os.path.exists(tmp_path / "exported.npy")
-    # The SIGTERM handler is uninstalled again after the loop.
-    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
+    # The loop's SIGTERM handler is uninstalled again: the one from before the loop is back.
+    assert signal.getsignal(signal.SIGTERM) is handler_before
     second = loop.train(toy_task.TASK, _dataset(demo_sources), _config(tmp_path), hooks=(_recorder(seen),))
     assert second.resumed_from == 5 and second.finished
     assert seen == straight_seen  # same data order, step for step
