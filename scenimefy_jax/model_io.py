@@ -51,6 +51,13 @@ def _package_version() -> str:
     return __version__
 
 
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Model files hold host numpy arrays and are read or written by one process on its own (on several
+    hosts: process 0 exports, any host loads); Orbax must not wait for the other processes."""
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+
+
 def save_model(
     directory: str | os.PathLike,
     *,
@@ -75,7 +82,11 @@ def save_model(
     }
     params = jax.tree_util.tree_map(np.asarray, params)
     quiet_orbax_logs()
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    handler = ocp.CompositeCheckpointHandler(
+        params=ocp.StandardCheckpointHandler(multiprocessing_options=_this_process_only()),
+        metadata=ocp.JsonCheckpointHandler(multiprocessing_options=_this_process_only()),
+        composite_options=ocp.CompositeOptions(multiprocessing_options=_this_process_only()))
+    with ocp.Checkpointer(handler, multiprocessing_options=_this_process_only()) as checkpointer:
         checkpointer.save(
             directory,
             ocp.args.Composite(params=ocp.args.StandardSave(params), metadata=ocp.args.JsonSave(metadata)),
@@ -99,9 +110,11 @@ def load_model(directory: str | os.PathLike, *, expected_kind: str | None = None
         )
     quiet_orbax_logs()
     handler = ocp.CompositeCheckpointHandler(  # both items named, so reading one does not warn about the other
-        params=ocp.StandardCheckpointHandler(), metadata=ocp.JsonCheckpointHandler()
+        params=ocp.StandardCheckpointHandler(multiprocessing_options=_this_process_only()),
+        metadata=ocp.JsonCheckpointHandler(multiprocessing_options=_this_process_only()),
+        composite_options=ocp.CompositeOptions(multiprocessing_options=_this_process_only()),
     )
-    with ocp.Checkpointer(handler) as checkpointer:
+    with ocp.Checkpointer(handler, multiprocessing_options=_this_process_only()) as checkpointer:
         metadata = checkpointer.restore(directory, ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise ValueError(f"{directory}: metadata does not describe a {FORMAT} export")

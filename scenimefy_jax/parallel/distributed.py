@@ -166,20 +166,50 @@ def process_share(items: Sequence[Any]) -> list[Any]:
     return list(items[jax.process_index()::jax.process_count()])
 
 
+# Exchanges go through the coordination service's key-value store, not device collectives: hosts reach
+# them at different times (unequal shares of inputs, compilation on busy hosts), and the store waits as
+# long as `EXCHANGE_TIMEOUT_S`, where the CPU backend's collectives give up after 30 s.
+EXCHANGE_TIMEOUT_S = 3600
+_exchanges = 0
+
+
+def _client():
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state.client
+
+
+def _exchange(data: bytes) -> list[bytes]:
+    """Every process's `data`, in process order (each process must call this the same number of times)."""
+    import jax
+
+    global _exchanges
+    _exchanges += 1
+    key = f"scenimefy_jax/exchange/{_exchanges}"
+    client = _client()
+    client.key_value_set_bytes(f"{key}/{jax.process_index()}", data)
+    values = [client.blocking_key_value_get_bytes(f"{key}/{p}", EXCHANGE_TIMEOUT_S * 1000)
+              for p in range(jax.process_count())]
+    barrier(f"{key}/read")  # everyone has read: the keys can go
+    if is_writer():
+        for p in range(jax.process_count()):
+            client.key_value_delete(f"{key}/{p}")
+    return values
+
+
 def gather_rows(rows: np.ndarray) -> np.ndarray:
     """Concatenates every process's `[n_p, ...]` rows (n_p may differ) in process order, on every process."""
+    import io
+
     import jax
 
     rows = np.asarray(rows)
     if jax.process_count() == 1:
         return rows
-    from jax.experimental import multihost_utils
-
-    counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(rows)], np.int64))).reshape(-1)
-    padded = np.zeros((int(counts.max()),) + rows.shape[1:], rows.dtype)
-    padded[: len(rows)] = rows
-    gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return np.concatenate([gathered[p, : counts[p]] for p in range(len(counts))])
+    buffer = io.BytesIO()
+    np.save(buffer, rows, allow_pickle=False)
+    parts = [np.load(io.BytesIO(b), allow_pickle=False) for b in _exchange(buffer.getvalue())]
+    return np.concatenate(parts)
 
 
 def gather_json(value: Any) -> list[Any]:
@@ -188,21 +218,12 @@ def gather_json(value: Any) -> list[Any]:
 
     if jax.process_count() == 1:
         return [value]
-    from jax.experimental import multihost_utils
-
-    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
-    counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(data)], np.int64))).reshape(-1)
-    padded = np.zeros(int(counts.max()), np.uint8)
-    padded[: len(data)] = data
-    gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return [json.loads(gathered[p, : counts[p]].tobytes().decode()) for p in range(len(counts))]
+    return [json.loads(b.decode()) for b in _exchange(json.dumps(value).encode())]
 
 
-def barrier(name: str) -> None:
+def barrier(name: str, timeout_s: float = EXCHANGE_TIMEOUT_S) -> None:
     """Waits until every process reached the barrier `name` (no-op on one process)."""
     import jax
 
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+        _client().wait_at_barrier(name, int(timeout_s * 1000))

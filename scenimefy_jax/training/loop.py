@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scenimefy_jax.model_io import quiet_orbax_logs
-from scenimefy_jax.parallel import mesh as mesh_lib
+from scenimefy_jax.parallel import distributed, mesh as mesh_lib
 from scenimefy_jax.training import checkpointing, metrics as metrics_lib
 
 _log = py_logging.getLogger(__name__)
@@ -122,6 +122,21 @@ class TrainResult:
 
 StepHook = Callable[[int, State, Mapping[str, np.ndarray]], bool | None]
 """`hook(step, state, host_batch)` after each step; returning True stops the loop like a preemption."""
+
+
+_runs = 0
+
+
+def _compile_then_meet(step_fn, args):
+    """Several hosts: compiles the step ahead of time, then waits for every host to have done so.
+
+    Hosts compile at different speeds; the first step's cross-host reduction must not start on one host
+    while another still compiles (the CPU backend's collectives give up after 30 s)."""
+    global _runs
+    _runs += 1
+    compiled = step_fn.lower(*args).compile()
+    distributed.barrier(f"scenimefy_jax/loop/{_runs}/compiled")
+    return compiled
 
 
 def _as_inputs(values: Mapping[str, float]) -> dict[str, np.ndarray]:
@@ -231,8 +246,10 @@ def train(
             host_batch = next(iterator)
             batch = mesh_lib.shard_batch({k: host_batch[k] for k in task.batch_keys}, mesh)
             inputs_host = task.step_inputs(step)
-            state, step_metrics, first_bad = update(
-                state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host), frozen, first_bad)
+            args = (state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host), frozen, first_bad)
+            if first_step_of_run and jax.process_count() > 1:
+                update = _compile_then_meet(update, args)
+            state, step_metrics, first_bad = update(*args)
             step += 1
             averages.update(step_metrics)
             if first_step_of_run:
