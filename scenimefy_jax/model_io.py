@@ -51,11 +51,17 @@ def _package_version() -> str:
     return __version__
 
 
-def _this_process_only() -> ocp.options.MultiprocessingOptions:
-    """Model files hold host numpy arrays and are read or written by one process on its own (on several
+def _checkpointer(**handlers) -> ocp.Checkpointer:
+    """An Orbax checkpointer of the named item handlers that acts for this process alone.
+
+    Model files hold host numpy arrays and are read or written by one process on its own (on several
     hosts: process 0 exports, any host loads); Orbax must not wait for the other processes."""
     index = jax.process_index()
-    return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+    alone = ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+    handler = ocp.CompositeCheckpointHandler(
+        **{name: cls(multiprocessing_options=alone) for name, cls in handlers.items()},
+        composite_options=ocp.CompositeOptions(multiprocessing_options=alone))
+    return ocp.Checkpointer(handler, multiprocessing_options=alone)
 
 
 def save_model(
@@ -82,11 +88,7 @@ def save_model(
     }
     params = jax.tree_util.tree_map(np.asarray, params)
     quiet_orbax_logs()
-    handler = ocp.CompositeCheckpointHandler(
-        params=ocp.StandardCheckpointHandler(multiprocessing_options=_this_process_only()),
-        metadata=ocp.JsonCheckpointHandler(multiprocessing_options=_this_process_only()),
-        composite_options=ocp.CompositeOptions(multiprocessing_options=_this_process_only()))
-    with ocp.Checkpointer(handler, multiprocessing_options=_this_process_only()) as checkpointer:
+    with _checkpointer(params=ocp.StandardCheckpointHandler, metadata=ocp.JsonCheckpointHandler) as checkpointer:
         checkpointer.save(
             directory,
             ocp.args.Composite(params=ocp.args.StandardSave(params), metadata=ocp.args.JsonSave(metadata)),
@@ -109,12 +111,8 @@ def load_model(directory: str | os.PathLike, *, expected_kind: str | None = None
             "written by tools/convert_checkpoint.py or a training export)"
         )
     quiet_orbax_logs()
-    handler = ocp.CompositeCheckpointHandler(  # both items named, so reading one does not warn about the other
-        params=ocp.StandardCheckpointHandler(multiprocessing_options=_this_process_only()),
-        metadata=ocp.JsonCheckpointHandler(multiprocessing_options=_this_process_only()),
-        composite_options=ocp.CompositeOptions(multiprocessing_options=_this_process_only()),
-    )
-    with ocp.Checkpointer(handler, multiprocessing_options=_this_process_only()) as checkpointer:
+    # Both items named, so reading one does not warn about the other.
+    with _checkpointer(params=ocp.StandardCheckpointHandler, metadata=ocp.JsonCheckpointHandler) as checkpointer:
         metadata = checkpointer.restore(directory, ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise ValueError(f"{directory}: metadata does not describe a {FORMAT} export")

@@ -98,6 +98,13 @@ def prefetch_images(
                 failures[path] = str(e)
 
 
+def _log_failures(failures: dict[str, str]) -> None:
+    from absl import logging
+
+    for path, reason in failures.items():
+        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+
+
 def finish_all_processes(verb: str, written: int, output: str, elapsed: float, kept: int,
                          failures: dict[str, str]) -> int:
     """`finish_run` over the shares of every process (several hosts): each process logs its own skipped
@@ -110,8 +117,7 @@ def finish_all_processes(verb: str, written: int, output: str, elapsed: float, k
 
     from scenimefy_jax.parallel import distributed
 
-    for path, reason in failures.items():
-        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    _log_failures(failures)
     logging.info("process %d: %s %d image(s) of its share, %d failed", jax.process_index(), verb, written,
                  len(failures))
     shares = distributed.gather_json({"written": written, "failed": len(failures)})
@@ -126,8 +132,7 @@ def finish_run(verb: str, written: int, output: str, elapsed: float, kept: int, 
     """Logs each skipped file by name and the run's summary; returns the exit status (1 if any failed)."""
     from absl import logging
 
-    for path, reason in failures.items():
-        logging.error("skipped %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    _log_failures(failures)
     logging.info("%s %d image(s) into %s in %.1f s; %d kept, %d failed", verb, written, output, elapsed, kept,
                  len(failures))
     return 1 if failures else 0

@@ -17,6 +17,7 @@ it on the host's own devices and combine results with `gather_json` / `gather_ro
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging as py_logging
 import os
@@ -141,13 +142,18 @@ def initialize_from_config(config) -> bool:
         initialization_timeout=int(c.get("initialization_timeout", 300)))
 
 
-def _is_initialized() -> bool:
+def _client():
+    """The coordination service client of `jax.distributed` (None before start-up)."""
     try:
         from jax._src import distributed as jax_distributed
 
-        return jax_distributed.global_state.client is not None
+        return jax_distributed.global_state.client
     except (ImportError, AttributeError):  # pragma: no cover - depends on the JAX version
-        return False
+        return None
+
+
+def _is_initialized() -> bool:
+    return _client() is not None
 
 
 def is_writer() -> bool:
@@ -170,22 +176,20 @@ def process_share(items: Sequence[Any]) -> list[Any]:
 # them at different times (unequal shares of inputs, compilation on busy hosts), and the store waits as
 # long as `EXCHANGE_TIMEOUT_S`, where the CPU backend's collectives give up after 30 s.
 EXCHANGE_TIMEOUT_S = 3600
-_exchanges = 0
+_calls: collections.Counter = collections.Counter()  # per name: keys and barrier ids are used once
 
 
-def _client():
-    from jax._src import distributed as jax_distributed
-
-    return jax_distributed.global_state.client
+def _once(name: str) -> str:
+    """`name` made unique to this call; every process calls in the same order, so they agree."""
+    _calls[name] += 1
+    return f"{name}/{_calls[name]}"
 
 
 def _exchange(data: bytes) -> list[bytes]:
     """Every process's `data`, in process order (each process must call this the same number of times)."""
     import jax
 
-    global _exchanges
-    _exchanges += 1
-    key = f"scenimefy_jax/exchange/{_exchanges}"
+    key = _once("scenimefy_jax/exchange")
     client = _client()
     client.key_value_set_bytes(f"{key}/{jax.process_index()}", data)
     values = [client.blocking_key_value_get_bytes(f"{key}/{p}", EXCHANGE_TIMEOUT_S * 1000)
@@ -222,8 +226,9 @@ def gather_json(value: Any) -> list[Any]:
 
 
 def barrier(name: str, timeout_s: float = EXCHANGE_TIMEOUT_S) -> None:
-    """Waits until every process reached the barrier `name` (no-op on one process)."""
+    """Waits until every process reached the barrier `name` (no-op on one process); may be called again
+    with the same name."""
     import jax
 
     if jax.process_count() > 1:
-        _client().wait_at_barrier(name, int(timeout_s * 1000))
+        _client().wait_at_barrier(_once(name), int(timeout_s * 1000))

@@ -82,15 +82,3 @@ def to_host(tree: Any) -> Any:
     """Fetches a pytree of replicated (or fully addressable) arrays as numpy, on one host or several."""
     return jax.tree_util.tree_map(_host_value, tree)
 
-
-def local_copy(tree: Any) -> Any:
-    """This host's copy of replicated arrays, on its first local device.
-
-    With several hosts a replicated global array feeds only programs that every host runs in step;
-    image grids, evaluations and exports are per-host work on host-local inputs, so they take this."""
-    def local(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return x.addressable_data(0)
-        return x
-
-    return jax.tree_util.tree_map(local, tree)

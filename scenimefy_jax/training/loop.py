@@ -124,18 +124,13 @@ StepHook = Callable[[int, State, Mapping[str, np.ndarray]], bool | None]
 """`hook(step, state, host_batch)` after each step; returning True stops the loop like a preemption."""
 
 
-_runs = 0
-
-
 def _compile_then_meet(step_fn, args):
     """Several hosts: compiles the step ahead of time, then waits for every host to have done so.
 
     Hosts compile at different speeds; the first step's cross-host reduction must not start on one host
     while another still compiles (the CPU backend's collectives give up after 30 s)."""
-    global _runs
-    _runs += 1
     compiled = step_fn.lower(*args).compile()
-    distributed.barrier(f"scenimefy_jax/loop/{_runs}/compiled")
+    distributed.barrier("scenimefy_jax/loop/compiled")
     return compiled
 
 
