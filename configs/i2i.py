@@ -15,10 +15,14 @@ unpaired photos, Adam 2e-4 (0.5, 0.999) with linear decay, hDCE curriculum 50 ->
 """
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "i2i"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.workdir = "runs/i2i"  # checkpoints/, metrics.jsonl, images/, tensorboard/, translator/, sample.png
     config.seed = 0  # parameters, data order, patch positions: everything derives from it
 
@@ -30,6 +34,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.data.image_size = 256  # official load_size = crop_size = 256 (bicubic resize of both sides)
     config.data.flip = True  # official: random horizontal flip of unpaired images (pairs never flip)
     config.data.num_workers = 2  # decoding processes (0: decode in the training process)
+    config.data.max_unreadable_in_a_row = 100  # more unreadable items in a row stop the job (status 1)
     # The procedural demo data set used when no data set is configured.
     config.data.demo = ml_collections.ConfigDict()
     config.data.demo.n_photos = 400  # unpaired photo-like scenes (one epoch = this many items)
@@ -81,6 +86,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.tensorboard = True  # event files in <workdir>/tensorboard (tensorboardX, no TensorFlow)
     config.compilation_cache = "auto"  # compiled XLA programs kept for fast restarts: "auto" = <workdir>/xla_cache, "" = off, or a folder
     config.sample_image = ""  # photo translated by the final model into <workdir>/sample.png ("" = first photo)
+    config.allow_config_change = False  # True: resume a checkpoint trained with other settings (listed as a warning)
 
     # ---- FID / KID while training (docs/evaluation.md), off by default -------------------------------
     config.eval = ml_collections.ConfigDict()

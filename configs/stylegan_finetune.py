@@ -16,10 +16,14 @@ regularisation scaling, G_ema decay 0.5 ** (32 / 10000), batch 16, 1,000 steps (
 """
 import ml_collections
 
+from scenimefy_jax.parallel import distributed
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.job = "stylegan_finetune"
+    # Several hosts (TPU pod slice, SLURM, ...): docs/multihost.md. Default: join a detected cluster, else one host.
+    config.distributed = distributed.config_defaults()
     config.workdir = "runs/stylegan_finetune"  # checkpoints/, metrics.jsonl, images/, tensorboard/, generator/
     config.seed = 0  # z's, noise, crops, data order
 
@@ -39,6 +43,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.data.image_size = 256  # must equal the generator size: shorter side resized (LANCZOS), centre crop
     config.data.flip = True  # official RandomHorizontalFlip
     config.data.num_workers = 2  # decoding processes (0: decode in the training process)
+    config.data.max_unreadable_in_a_row = 100  # more unreadable items in a row stop the job (status 1)
     config.data.demo = ml_collections.ConfigDict(dict(n_photos=256, n_anime=256, size=64))  # demo data set
 
     # ---- schedule -----------------------------------------------------------------------------
@@ -86,6 +91,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.tensorboard = True  # event files in <workdir>/tensorboard
     config.compilation_cache = True  # keep compiled XLA programs (fast restarts)
     config.compilation_cache_dir = ""  # "" = <workdir>/xla_cache
+    config.allow_config_change = False  # True: resume a checkpoint trained with other settings (listed as a warning)
 
     if variant in ("demo", "tiny"):
         # Demo: pretrain a 64 px StyleGAN2 on the demo photos (300 steps), then fine-tune it on the

@@ -21,7 +21,10 @@ so its k-th local batch of `B / H` items and the other hosts' k-th local batches
 global batch k. Decoding runs in `num_workers` worker processes (grain `mp_prefetch`).
 
 A file that cannot be decoded is logged once by name and its whole item (x, y, x_p, y_p) is skipped;
-batching then takes the next item, which keeps the stream deterministic.
+batching then takes the next item, which keeps the stream deterministic. `SkipUnreadable` does the
+skipping and counts: each batch row says how many items were dropped before it (`"skipped"`), and more
+than `max_unreadable_in_a_row` dropped in a row (a folder of corrupt files, a broken mount) raises
+`UnreadableDataError` naming the folders instead of searching the infinite stream for a readable item.
 """
 from __future__ import annotations
 
@@ -36,10 +39,15 @@ import grain
 import numpy as np
 from PIL import Image
 
-from scenimefy_jax.data import folders, images
+from scenimefy_jax.data import folders, images, workers
 
 _log = py_logging.getLogger(__name__)
 BATCH_KEYS = ("x", "y", "x_p", "y_p")
+MAX_UNREADABLE_IN_A_ROW = 100  # default of make_train_dataset and single_domain.make_dataset
+
+
+class UnreadableDataError(RuntimeError):
+    """Too many training items in a row had an image that could not be read: the data is broken."""
 
 
 class ImageSource(Protocol):
@@ -223,17 +231,23 @@ def prepare(image: np.ndarray, size: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(images.to_model_input(image))
 
 
-@dataclasses.dataclass
-class LoadItem:
-    """Reads and transforms one planned item; returns None (and logs the file once) if any image is unreadable."""
+def location(source: ImageSource, index: int) -> str:
+    """Where image `index` of `source` lives, for messages: its folder, or the packed data set's split."""
+    if isinstance(source, FolderSource):
+        return os.path.dirname(source.paths[index])
+    if isinstance(source, RecordSource):
+        return f"{source.data_dir} [{source.split}]"
+    return source.name(index)
 
-    sources: TrainSources
-    image_size: int
 
-    def __post_init__(self):
+class ReadOnce:
+    """`source.load(index)`, or None for an unreadable image: logged once per file (per process), and
+    its location and error appended to `problems` (what an unreadable item carries, `unreadable_item`)."""
+
+    def __init__(self):
         self._reported: set[str] = set()
 
-    def _read(self, source: ImageSource, index: int) -> np.ndarray | None:
+    def __call__(self, source: ImageSource, index: int, problems: list[tuple[str, str]]) -> np.ndarray | None:
         try:
             return source.load(index)
         except (images.ImageReadError, OSError, ValueError) as e:
@@ -241,18 +255,37 @@ class LoadItem:
             if name not in self._reported:
                 self._reported.add(name)
                 _log.warning("skipping an unreadable training image: %s", e)
+            problems.append((location(source, index), " ".join(str(e).split())))
             return None
 
+
+def unreadable_item(position: int, problems: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The stand-in for an item with unreadable images; `SkipUnreadable` drops and counts it."""
+    return {"valid": False, "position": position, "unreadable": [where for where, _ in problems],
+            "error": problems[0][1]}
+
+
+@dataclasses.dataclass
+class LoadItem:
+    """Reads and transforms one planned item; an `unreadable_item` (each bad file logged once) if any
+    image cannot be read."""
+
+    sources: TrainSources
+    image_size: int
+
+    def __post_init__(self):
+        self._read = ReadOnce()
+
     def __call__(self, item: dict[str, int]) -> dict[str, Any]:
-        s = self.sources
+        s, problems = self.sources, []
         raw = (
-            self._read(s.photos, item["photo"]),
-            self._read(s.anime, item["anime"]),
-            self._read(s.pair_photos, item["pair"]),
-            self._read(s.pair_anime, item["pair"]),
+            self._read(s.photos, item["photo"], problems),
+            self._read(s.anime, item["anime"], problems),
+            self._read(s.pair_photos, item["pair"], problems),
+            self._read(s.pair_anime, item["pair"], problems),
         )
-        if any(r is None for r in raw):
-            return {"valid": False, "position": item["position"]}
+        if problems:
+            return unreadable_item(item["position"], problems)
         x, y, x_p, y_p = raw
         return {
             "valid": True,
@@ -264,13 +297,74 @@ class LoadItem:
         }
 
 
-def _is_valid(element: dict[str, Any]) -> bool:
-    return bool(element["valid"])
+class SkipUnreadable(grain.IterDataset):
+    """Drops the unreadable items (`"valid": False`) of `parent`, counting them.
+
+    Each kept item gets `"skipped"`: how many items were dropped right before it. More than
+    `max_in_a_row` dropped in a row raises `UnreadableDataError`, naming the folders of those items
+    and the number skipped so far; the stream is infinite (epochs repeat), so a data set smaller than
+    the limit stops too. Applied in the training process after the decoding workers, so the counts
+    depend on the stream alone, not on `num_workers`. They are not part of the iterator's saved state:
+    a restored iterator starts them at zero, which for the in-a-row count is exact (states are saved
+    between batches, just after a kept item); the total then counts from the restore.
+    """
+
+    def __init__(self, parent: grain.IterDataset, *, max_in_a_row: int):
+        super().__init__(parent)
+        if int(max_in_a_row) < 0:
+            raise ValueError(f"max_unreadable_in_a_row must be >= 0 (0: stop at the first unreadable item), "
+                             f"got {max_in_a_row}")
+        self.max_in_a_row = int(max_in_a_row)
+
+    def __iter__(self) -> "_SkipUnreadableIterator":
+        return _SkipUnreadableIterator(self._parent.__iter__(), self.max_in_a_row)
+
+    def __str__(self) -> str:
+        return f"SkipUnreadable(max_in_a_row={self.max_in_a_row})"
+
+
+class _SkipUnreadableIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, max_in_a_row: int):
+        super().__init__(parent)
+        self._max = max_in_a_row
+        self._in_a_row = 0
+        self._skipped = 0  # since this iterator started (or was restored)
+        self._where: dict[str, None] = {}  # folders of the current run of unreadable items, in order
+        self._error = ""  # the first error of that run
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            element = next(self._parent)
+            if element["valid"]:
+                kept = dict(element, skipped=self._in_a_row)
+                self._in_a_row, self._where, self._error = 0, {}, ""
+                return kept
+            self._in_a_row += 1
+            self._skipped += 1
+            self._where.update(dict.fromkeys(element["unreadable"]))
+            self._error = self._error or element["error"]
+            if self._in_a_row > self._max:
+                raise UnreadableDataError(self._message())
+
+    def _message(self) -> str:
+        where = list(self._where)
+        shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more folders" if len(where) > 4 else "")
+        return (f"unreadable training data in {shown}: {self._in_a_row} items in a row had an image that could "
+                f"not be read (more than max_unreadable_in_a_row={self._max}; {self._skipped} items skipped since "
+                f"the stream started or resumed), e.g. {self._error}")
+
+    def get_state(self) -> dict[str, Any]:
+        return self._parent.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state)
+        self._in_a_row, self._skipped, self._where, self._error = 0, 0, {}, ""
 
 
 def _stack(elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     batch = {k: np.stack([e[k] for e in elements]) for k in BATCH_KEYS}
     batch["position"] = np.asarray([e["position"] for e in elements], np.int64)
+    batch["skipped"] = np.asarray([e["skipped"] for e in elements], np.int64)
     return batch
 
 
@@ -284,12 +378,15 @@ def make_train_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     flip: bool = True,
+    max_unreadable_in_a_row: int = MAX_UNREADABLE_IN_A_ROW,
 ) -> tuple[grain.IterDataset, ItemPlan]:
     """The infinite training stream of this host's batches, and the plan it follows.
 
-    Each element is `{"x", "y", "x_p", "y_p": [B_local, S, S, 3] float32 in [-1, 1], "position": [B_local]}`
-    with `B_local = global_batch / process_count`. Iterate with `iter(dataset)`; the iterator's
-    `get_state()` / `set_state()` (or `grain.checkpoint.CheckpointSave`) make it resumable.
+    Each element is `{"x", "y", "x_p", "y_p": [B_local, S, S, 3] float32 in [-1, 1], "position": [B_local],
+    "skipped": [B_local]}` with `B_local = global_batch / process_count` (`skipped`: unreadable items
+    dropped before each row). Iterate with `iter(dataset)`; the iterator's `get_state()` / `set_state()`
+    (or `grain.checkpoint.CheckpointSave`) make it resumable. More than `max_unreadable_in_a_row` items
+    of this host in a row with an unreadable image raise `UnreadableDataError` from `next`.
     """
     if process_index is None or process_count is None:
         import jax
@@ -309,7 +406,9 @@ def make_train_dataset(
 
         if not flags.FLAGS.is_parsed():  # grain's worker options are absl flags; library use parses none
             flags.FLAGS.mark_as_parsed()
-        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2),
+                                      worker_init_fn=workers.parent_watch())
     # Skipping and batching happen after the workers so the stream does not depend on `num_workers`.
-    dataset = dataset.filter(_is_valid).batch(global_batch // process_count, drop_remainder=True, batch_fn=_stack)
+    dataset = SkipUnreadable(dataset, max_in_a_row=max_unreadable_in_a_row).batch(
+        global_batch // process_count, drop_remainder=True, batch_fn=_stack)
     return dataset, plan

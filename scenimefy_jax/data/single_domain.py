@@ -23,7 +23,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from scenimefy_jax.data import folders, images, pipeline
+from scenimefy_jax.data import folders, images, pipeline, workers
 
 _log = py_logging.getLogger(__name__)
 BATCH_KEYS = ("real",)
@@ -94,28 +94,21 @@ class LoadSingle:
     image_size: int
 
     def __post_init__(self):
-        self._reported: set[str] = set()
+        self._read = pipeline.ReadOnce()
 
     def __call__(self, item: dict[str, int]) -> dict[str, Any]:
-        try:
-            raw = self.source.load(item["index"])
-        except (images.ImageReadError, OSError, ValueError) as e:
-            name = self.source.name(item["index"])
-            if name not in self._reported:
-                self._reported.add(name)
-                _log.warning("skipping an unreadable training image: %s", e)
-            return {"valid": False, "position": item["position"]}
+        problems = []
+        raw = self._read(self.source, item["index"], problems)
+        if problems:
+            return pipeline.unreadable_item(item["position"], problems)
         return {"valid": True, "position": item["position"],
                 "real": prepare_square(raw, self.image_size, item["flip"])}
 
 
-def _is_valid(element: dict[str, Any]) -> bool:
-    return bool(element["valid"])
-
-
 def _stack(elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {"real": np.stack([e["real"] for e in elements]),
-            "position": np.asarray([e["position"] for e in elements], np.int64)}
+            "position": np.asarray([e["position"] for e in elements], np.int64),
+            "skipped": np.asarray([e["skipped"] for e in elements], np.int64)}
 
 
 def make_dataset(
@@ -128,8 +121,10 @@ def make_dataset(
     num_workers: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
+    max_unreadable_in_a_row: int = pipeline.MAX_UNREADABLE_IN_A_ROW,
 ) -> tuple[grain.IterDataset, SinglePlan]:
-    """Infinite stream of this host's batches `{"real": [B_local, S, S, 3] in [-1, 1], "position"}`."""
+    """Infinite stream of this host's batches `{"real": [B_local, S, S, 3] in [-1, 1], "position", "skipped"}`;
+    more than `max_unreadable_in_a_row` unreadable images in a row raise `pipeline.UnreadableDataError`."""
     if process_index is None or process_count is None:
         import jax
 
@@ -144,7 +139,8 @@ def make_dataset(
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
-    dataset = dataset.filter(_is_valid).batch(
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2),
+                                      worker_init_fn=workers.parent_watch())
+    dataset = pipeline.SkipUnreadable(dataset, max_in_a_row=max_unreadable_in_a_row).batch(
         global_batch // process_count, drop_remainder=True, batch_fn=_stack)
     return dataset, plan

@@ -28,7 +28,7 @@ import numpy as np
 from scenimefy_jax import model_io
 from scenimefy_jax.data import demo, images, pipeline
 from scenimefy_jax.data.image_files import ConfigError
-from scenimefy_jax.training import i2i_step, loop, metrics
+from scenimefy_jax.training import fingerprint, i2i_step, loop, metrics
 
 _log = py_logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def _run(config) -> int:
     dataset, plan = pipeline.make_train_dataset(
         sources, image_size=config.data.image_size, global_batch=config.global_batch, seed=config.seed,
         num_workers=config.data.num_workers, flip=config.data.flip,
+        max_unreadable_in_a_row=config.data.max_unreadable_in_a_row,
     )
     total_steps = config.num_steps or plan.steps_per_epoch * hparams.total_epochs
     _log.info(
@@ -203,8 +204,14 @@ def _run(config) -> int:
         log_every=config.log_every, images_every=config.images_every, checkpoint_every=config.checkpoint_every,
         eval_every=config.eval.every, keep_checkpoints=config.keep_checkpoints, async_checkpoints=config.async_checkpoints,
         tensorboard=config.tensorboard, hparams=config.to_dict(),
+        # Every key but fingerprint.IGNORED (cadences, paths of outputs, workers, hosts) changes the steps.
+        fingerprint=fingerprint.config_fingerprint(config), allow_config_change=config.allow_config_change,
     )
-    result = loop.train(task.as_loop_task(export), dataset, loop_config)
+    try:
+        result = loop.train(task.as_loop_task(export), dataset, loop_config)
+    except pipeline.UnreadableDataError as e:
+        _log.error("%s", e)  # one line, no traceback; the last checkpoint stays the latest
+        return 1
     # 0 also after a SIGTERM (the checkpoint is saved and the same command resumes); 1 when it diverged.
     return 1 if result.diverged_at is not None else 0
 

@@ -7,7 +7,8 @@ else, once, for every job:
 * the device mesh (`parallel/mesh.py`): batches sharded on the data axis, the state replicated;
 * `jax.jit` of the step with the state donated, the step's PRNG key `fold_in(base_key, step)` (so a
   resumed run draws exactly the keys an uninterrupted run would);
-* init, or restore from the latest checkpoint (state, step, PRNG key, data iterator position);
+* init, or restore from the latest checkpoint (state, step, PRNG key, data iterator position) once
+  its stored config fingerprint matches the current one (`fingerprint.py`);
 * the loss averages, console progress (steps/s, images/s, ETA), `metrics.jsonl`, TensorBoard
   scalars and image grids, the parameter overview at start;
 * checkpoints every N steps and at the end; SIGTERM -> save -> clean exit; the final export.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging as py_logging
 import os
 import time
@@ -28,9 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scenimefy_jax.data.image_files import ConfigError
 from scenimefy_jax.model_io import quiet_orbax_logs
 from scenimefy_jax.parallel import distributed, mesh as mesh_lib
-from scenimefy_jax.training import checkpointing, metrics as metrics_lib
+from scenimefy_jax.training import checkpointing, fingerprint as fingerprint_lib, metrics as metrics_lib
 
 _log = py_logging.getLogger(__name__)
 
@@ -109,6 +112,10 @@ class LoopConfig:
     async_checkpoints: bool = True
     tensorboard: bool = True
     hparams: Mapping[str, Any] | None = None  # written once at start (flattened config)
+    # The settings that define the computation (`fingerprint.config_fingerprint`, JSON values): stored in
+    # every checkpoint and compared before a resume; a difference refuses it (None: nothing is checked).
+    fingerprint: Mapping[str, Any] | None = None
+    allow_config_change: bool = False  # resume despite a changed fingerprint (logged as a warning)
 
 
 @dataclasses.dataclass
@@ -147,25 +154,102 @@ def train(
     hooks: tuple[StepHook, ...] = (),
     writer: metrics_lib.MetricWriter | None = None,
 ) -> TrainResult:
-    """Trains `task` on `dataset` (an iterable of this host's batches with resumable iterator state)."""
+    """Trains `task` on `dataset` (an iterable of this host's batches with resumable iterator state).
+
+    Host batches may carry `"skipped"` (`[B_local]` ints: items the pipeline dropped before each row,
+    e.g. for unreadable files); their sum over each report interval is written as `data/skipped_items`
+    and the run's total is logged at the end.
+
+    Raises `ConfigError` (before any step) when the latest checkpoint was written with another
+    `config.fingerprint`, unless `config.allow_config_change`. An exception out of the steps or the
+    data iterator propagates after the checkpoint writes in flight, the metrics and the iterator are
+    closed; no checkpoint is written for it (the last one saved stays the latest).
+    """
     quiet_orbax_logs()
     mesh = mesh or mesh_lib.make_mesh()
     mesh_lib.check_global_batch(config.global_batch, mesh)
-    replicated = mesh_lib.replicated(mesh)
     os.makedirs(config.workdir, exist_ok=True)
     writer = writer or metrics_lib.create_default_writer(config.workdir, tensorboard=config.tensorboard)
-    checkpointer = checkpointing.Checkpointer(
-        os.path.join(config.workdir, "checkpoints"), save_every=config.checkpoint_every,
-        keep=config.keep_checkpoints, async_save=config.async_checkpoints,
-    )
+    checkpointer = iterator = None
+    try:
+        checkpointer = checkpointing.Checkpointer(
+            os.path.join(config.workdir, "checkpoints"), save_every=config.checkpoint_every,
+            keep=config.keep_checkpoints, async_save=config.async_checkpoints,
+        )
+        iterator = iter(dataset)
+        return _train(task, iterator, config, mesh=mesh, hooks=hooks, writer=writer, checkpointer=checkpointer)
+    except Exception:
+        _close_after_error(checkpointer, writer, iterator)
+        raise
+
+
+_FINGERPRINT = "config_fingerprint"  # its key in the checkpoints' metadata
+
+
+def _checked_fingerprint(config: LoopConfig, checkpointer: checkpointing.Checkpointer,
+                         step: int | None) -> dict[str, Any] | None:
+    """The fingerprint to store from now on, after comparing it with the one saved at `step`.
+
+    Reads only the checkpoint's metadata, before the state is restored: a changed network width would
+    otherwise fail inside Orbax with a shape error instead of naming the setting.
+    """
+    if config.fingerprint is None:
+        return None
+    current = json.loads(json.dumps(dict(config.fingerprint), sort_keys=True))
+    if step is None:
+        return current
+    saved = _saved_meta(checkpointer.directory, step).get(_FINGERPRINT)
+    if saved is None:
+        _log.warning("the checkpoint of step %d in %s has no config fingerprint (written before they were "
+                     "stored): resuming without checking that the settings are unchanged", step, checkpointer.directory)
+        return current
+    changes = fingerprint_lib.differences(saved, current)
+    if not changes:
+        return current
+    listed = "; ".join(changes)
+    if not config.allow_config_change:
+        raise ConfigError(
+            f"the checkpoint of step {step} in {checkpointer.directory} was trained with other settings ({listed}); "
+            "use a new workdir, or pass --config.allow_config_change=True to continue it with the new ones")
+    _log.warning("allow_config_change: resuming the checkpoint of step %d with changed settings (%s); "
+                 "later checkpoints store the new ones", step, listed)
+    return current
+
+
+def _saved_meta(directory: str, step: int) -> dict[str, Any]:
+    """The JSON metadata of checkpoint `step` (`checkpointing.py` layout `<directory>/<step>/meta`)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+        return dict(reader.restore(os.path.join(directory, str(step), "meta")))
+
+
+def _close_after_error(checkpointer, writer, iterator) -> None:
+    """Releases what `train` opened when it stops on an exception: waits for the checkpoint writes in
+    flight (so the latest checkpoint is complete), closes the metrics files, stops the data workers.
+    A failure here is logged, never raised over the original exception."""
+    closers = (("checkpointer", getattr(checkpointer, "close", None)), ("metrics writer", writer.close),
+               ("data iterator", getattr(iterator, "close", None)))
+    for what, close in closers:
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - the exception being raised is the one to report
+            _log.exception("closing the %s after an error failed", what)
+
+
+def _train(task: TrainTask, iterator, config: LoopConfig, *, mesh, hooks, writer, checkpointer) -> TrainResult:
+    replicated = mesh_lib.replicated(mesh)
     init_key, base_key = jax.random.split(jax.random.key(config.seed))
-    iterator = iter(dataset)
 
     # Checkpointed: the train state and the raw base key (so a resumed run keeps its key stream
     # even if the seed in the config was edited in between).
     init_fn = jax.jit(lambda k: {"train": task.init_state(k), "rng": jax.random.key_data(base_key)},
                       out_shardings=replicated)
     resumed_from = checkpointer.latest_step()
+    fingerprint = _checked_fingerprint(config, checkpointer, resumed_from)
+    save_meta = {} if fingerprint is None else {_FINGERPRINT: fingerprint}  # stored with every checkpoint
     if resumed_from is None:
         tree = init_fn(init_key)
         step = 0
@@ -233,12 +317,18 @@ def train(
         total_steps=config.total_steps, global_batch=config.global_batch, start_step=step)
     stopped = False
     first_step_of_run = True
+    # Items the pipeline dropped (host batches' "skipped"): since the last report (None: the pipeline
+    # reports none) and in this run (since the start or the resume).
+    skipped_interval, skipped_run = None, 0
     with checkpointing.PreemptionGuard() as guard:
         while step < config.total_steps:
             if guard.requested or checkpointer.reached_preemption(step):
                 stopped = True
                 break
             host_batch = next(iterator)
+            if "skipped" in host_batch:
+                n = int(np.sum(host_batch["skipped"]))
+                skipped_interval, skipped_run = (skipped_interval or 0) + n, skipped_run + n
             batch = mesh_lib.shard_batch({k: host_batch[k] for k in task.batch_keys}, mesh)
             inputs_host = task.step_inputs(step)
             args = (state, batch, base_key, jnp.asarray(step, jnp.int32), _as_inputs(inputs_host), frozen, first_bad)
@@ -260,6 +350,8 @@ def train(
                 scalars = averages.compute_and_reset()
                 scalars.update(progress.report(step))
                 scalars.update({f"schedule/{k}": float(v) for k, v in inputs_host.items()})
+                if skipped_interval is not None:
+                    scalars["data/skipped_items"], skipped_interval = skipped_interval, 0
                 writer.write_scalars(step, scalars)
             if task.make_images is not None and config.images_every and (
                 step % config.images_every == 0 or step == config.total_steps
@@ -274,7 +366,7 @@ def train(
                 scores["eval/seconds"] = time.perf_counter() - started
                 writer.write_scalars(step, scores)
                 progress.restart_clock(step)
-            if step < config.total_steps and checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, {}):
+            if step < config.total_steps and checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, save_meta):
                 progress.restart_clock(step)
             if any([bool(hook(step, state, host_batch)) for hook in hooks]):
                 stopped = True
@@ -284,8 +376,11 @@ def train(
     if diverged_at is None and diverged():  # a stop by signal or hook: never save a non-finite state
         finished = False
     if diverged_at is None and checkpointer.latest_step() != step:
-        checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, {}, force=True)
+        checkpointer.save(step, {"train": state, "rng": rng_data}, iterator, save_meta, force=True)
     checkpointer.close()
+    if skipped_run:
+        _log.warning("%d training items were skipped in this run (steps %d-%d): the pipeline could not read them",
+                     skipped_run, (resumed_from or 0) + 1, step)
     if stopped and not finished and diverged_at is None:
         _log.warning("stopped at step %d of %d; run the same command again to resume", step, config.total_steps)
     if finished and task.export is not None:

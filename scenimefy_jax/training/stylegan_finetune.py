@@ -31,11 +31,11 @@ import optax
 
 from scenimefy_jax import model_io
 from scenimefy_jax.convert import stylegan2 as convert_sg
-from scenimefy_jax.data import demo, images, single_domain
+from scenimefy_jax.data import demo, images, pipeline, single_domain
 from scenimefy_jax.models import stylegan2 as sg
 from scenimefy_jax.models.clip import CLIPVisionModel
 from scenimefy_jax.models.vgg import CONV4_4, VGG19Features, trim_params
-from scenimefy_jax.training import loop, metrics
+from scenimefy_jax.training import fingerprint, loop, metrics
 from scenimefy_jax.training import stylegan_step as st
 
 _log = py_logging.getLogger(__name__)
@@ -204,13 +204,24 @@ def _loop_config(config, workdir: str, total_steps: int) -> loop.LoopConfig:
         log_every=config.log_every, images_every=config.images_every, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, async_checkpoints=config.async_checkpoints,
         tensorboard=config.tensorboard, hparams=config.to_dict(),
+        fingerprint=fingerprint.config_fingerprint(config, ignore=_NOT_COMPUTATION),
+        allow_config_change=config.allow_config_change,
     )
+
+
+# Besides fingerprint.IGNORED (cadences, paths of outputs, workers, hosts), keys that never change the steps:
+_NOT_COMPUTATION = (
+    "grid_seed",  # the latents of the image grids: read-only views of the state
+    "compilation_cache_dir",  # where compiled programs are kept
+    "conv_impl",  # three implementations of the same modulated convolution (docs/stylegan2.md), a speed choice
+)
 
 
 def _dataset(config, folder: str, seed: int):
     return single_domain.make_dataset(
         single_domain.folder_source(folder), image_size=config.data.image_size, global_batch=config.global_batch,
-        seed=seed, flip=config.data.flip, num_workers=config.data.num_workers)
+        seed=seed, flip=config.data.flip, num_workers=config.data.num_workers,
+        max_unreadable_in_a_row=config.data.max_unreadable_in_a_row)
 
 
 def _demo_folders(config) -> dict[str, str]:
@@ -279,7 +290,11 @@ def _grid_z(config, style_dim: int) -> np.ndarray:
 def run(config) -> int:
     cache = (config.compilation_cache_dir or os.path.join(config.workdir, "xla_cache")) if config.compilation_cache else None
     with loop.compilation_cache(cache):
-        return _run(config)
+        try:
+            return _run(config)
+        except pipeline.UnreadableDataError as e:  # from either loop (demo pretraining, fine-tuning)
+            _log.error("%s", e)  # one line, no traceback; the last checkpoint stays the latest
+            return 1
 
 
 def _run(config) -> int:
