@@ -9,7 +9,8 @@ Built on Orbax's `CheckpointManager`:
   background while training goes on;
 * the data iterator state is captured at the moment `save` is called (not when the background write
   happens) and stored per host (grain's `process_<i>-of-<n>.json` files), because each host reads its
-  own shard of the data;
+  own shard of the data; a checkpoint written by another number of hosts or decoding workers resumes
+  at the same global stream position (`data/iterator_state.py`);
 * `PreemptionGuard` turns SIGTERM (TPU VM preemption, `kill`, Slurm) into a flag the loop polls, so the
   job can save a final checkpoint and exit cleanly instead of dying mid-step.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import os
+import re
 import signal
 import threading
 from typing import Any
@@ -27,6 +29,9 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from scenimefy_jax.data import iterator_state
 
 _log = py_logging.getLogger(__name__)
 
@@ -45,18 +50,13 @@ class _IteratorSnapshot:
         return self._encoded
 
 
-class _IteratorRestorer:
-    """Receives a saved state from grain's handler and sets it on the real iterator."""
-
-    def __init__(self, iterator: Any):
-        self.iterator = iterator
-
-    def set_state(self, state: bytes) -> None:
-        self.iterator.set_state(json.loads(state.decode()))
-
-    def start_prefetch(self) -> None:  # grain calls this after set_state
-        if hasattr(self.iterator, "start_prefetch"):
-            self.iterator.start_prefetch()
+def _same_shape(a: Any, b: Any) -> bool:
+    """Whether two iterator states have the same nesting of keys (the same pipeline and worker count)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_shape(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_shape(x, y) for x, y in zip(a, b))
+    return not isinstance(a, (dict, list)) and not isinstance(b, (dict, list))
 
 
 class Checkpointer:
@@ -124,10 +124,35 @@ class Checkpointer:
             ),
         )
         if data_iterator is not None:
-            self._manager.restore(
-                step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(_IteratorRestorer(data_iterator)))
-            )
+            data_iterator.set_state(self._data_state(step, data_iterator.get_state()))
+            if hasattr(data_iterator, "start_prefetch"):
+                data_iterator.start_prefetch()
         return restored["state"], dict(restored["meta"])
+
+    def _data_state(self, step: int, template: Any) -> Any:
+        """This host's data-iterator state from checkpoint `step`: the saved one, or, when the checkpoint
+        was written by another number of hosts or decoding workers, the same stream position in this
+        run's shape (`data/iterator_state.py`); `StateMismatch` (naming the checkpoint) where it cannot
+        be exact."""
+        folder = epath.Path(self.directory) / str(step) / "data"
+        saved = {}
+        for path in folder.glob("process_*-of-*.json"):
+            match = re.fullmatch(r"process_(\d+)-of-(\d+)\.json", path.name)
+            if match:
+                saved.setdefault(int(match[2]), {})[int(match[1])] = json.loads(path.read_text())
+        index, count = jax.process_index(), jax.process_count()
+        try:
+            if len(saved) != 1 or sorted(next(iter(saved.values()))) != list(range(next(iter(saved)))):
+                raise iterator_state.StateMismatch(f"expected one complete set of process_<i>-of-<n>.json, found "
+                                                   f"{sorted(p.name for p in folder.glob('*.json'))}")
+            (written_by, states), = saved.items()
+            if written_by == count and _same_shape(states[index], template):
+                return states[index]
+            state = iterator_state.regroup([states[i] for i in range(written_by)], index, count, template)
+        except iterator_state.StateMismatch as e:
+            raise iterator_state.StateMismatch(f"cannot resume the data stream of checkpoint {folder.parent}: {e}") from None
+        _log.info("data stream of checkpoint %d (written by %d process(es)) resumed on %d", step, written_by, count)
+        return state
 
     def wait(self) -> None:
         """Blocks until background writes are finished (call before exiting)."""
