@@ -26,6 +26,7 @@ from tqdm import tqdm
 from scenimefy_jax import model_io
 from scenimefy_jax.convert import stylegan2 as convert_sg
 from scenimefy_jax.models import stylegan2 as sg
+from scenimefy_jax.parallel import distributed
 
 
 from scenimefy_jax.data.image_files import ConfigError  # noqa: E402  (one error type for every job)
@@ -179,11 +180,15 @@ def _run(config) -> int:
         )
     render = make_render_fn(source, target, truncation=truncation, noise=config.noise)
     os.makedirs(config.output, exist_ok=True)
-    tiles = []
     bs = int(config.batch_size)
     n = len(z_all)
     base_key = jax.random.key(config.noise_seed)
-    for start in tqdm(range(0, n, bs), desc="sampling", unit="batch", disable=not config.progress):
+    # On several hosts each renders every process_count-th batch (docs/multihost.md); a batch's noise
+    # key depends on its index alone, so every image is the one a single host would write.
+    starts = distributed.process_share(range(0, n, bs))
+    grid_limit = int(config.grid_max) if config.grid else 0
+    tile_index, tiles = [], []
+    for start in tqdm(starts, desc="sampling", unit="batch", disable=not config.progress):
         z = z_all[start : start + bs]
         count = len(z)
         if count < bs and n > bs:  # pad the last batch: one compiled shape
@@ -193,11 +198,20 @@ def _run(config) -> int:
         pics = img_s if img_t is None else np.concatenate([img_s, to_uint8(np.asarray(img_t)[:count])], axis=2)
         for j, pic in enumerate(pics):
             _write_png(pic, os.path.join(config.output, f"{start + j}.png"))
-            if config.grid and len(tiles) < config.grid_max:
+            if start + j < grid_limit:
+                tile_index.append(start + j)
                 tiles.append(pic)
-    if config.grid and tiles:
-        _write_png(make_grid(tiles, config.grid_columns), os.path.join(config.output, "grid.png"))
-    logging.info("wrote %d images to %s", n, config.output)
+    if grid_limit:
+        size = source.model.size
+        shape = (size, size * (1 if target is None else 2), 3)
+        order = distributed.gather_rows(np.asarray(tile_index, np.int64))
+        pictures = distributed.gather_rows(np.stack(tiles) if tiles else np.zeros((0, *shape), np.uint8))
+        if distributed.is_writer() and len(order):
+            grid = make_grid([pictures[i] for i in np.argsort(order)], config.grid_columns)
+            _write_png(grid, os.path.join(config.output, "grid.png"))
+    if distributed.is_writer():
+        hosts = f" ({jax.process_count()} processes)" if jax.process_count() > 1 else ""
+        logging.info("wrote %d images to %s%s", n, config.output, hosts)
     return 0
 
 

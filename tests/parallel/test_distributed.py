@@ -101,3 +101,23 @@ def test_translate_splits_a_folder_across_processes(tmp_path):
     for name in names:
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "two" / name)),
                                       np.asarray(Image.open(tmp_path / "one" / name)))
+
+
+def test_sample_splits_its_batches_across_processes(tmp_path):
+    """Two hosts render alternate batches of one seed list: every image written once, all equal to a
+    one-process run, and one grid (written by process 0) equal to the one-process grid."""
+    from tests.test_sampling import _save_checkpoint
+
+    _save_checkpoint(str(tmp_path / "g.pt"), 1)
+    common = ["--config=configs/sample.py", f"--config.checkpoint={tmp_path / 'g.pt'}", "--config.seeds=0-6",
+              "--config.batch_size=2", "--config.truncation=1.0", "--config.progress=False", "--config.grid_columns=4"]
+    two = run_main(common + [f"--config.output={tmp_path / 'two'}"], processes=2, devices=1)
+    (one,) = run_main(common + [f"--config.output={tmp_path / 'one'}"], devices=1)
+    assert [f.returncode for f in two] == [0, 0] and one.returncode == 0, (two[0].stderr + two[1].stderr)[-4000:]
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert names == sorted(os.listdir(tmp_path / "two")) == sorted([f"{i}.png" for i in range(7)] + ["grid.png"])
+    for name in names:
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "two" / name)),
+                                      np.asarray(Image.open(tmp_path / "one" / name)), err_msg=name)
+    assert "wrote 7 images" in two[0].stderr and "(2 processes)" in two[0].stderr
+    assert "wrote 7 images" not in two[1].stderr
