@@ -9,6 +9,9 @@ from scenimefy_jax.data import demo, images
 from tests.evaluation.test_evaluate_job import base_config
 from tests.training.test_i2i_job import tiny_config
 
+# Its module fixture trains the tiny i2i job for 6 steps with FID: 87-90 s on 2 cores when it pays the
+# step's compile (measured with --durations), so slow by the suite's rule; .ci/run runs the slow tests.
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
