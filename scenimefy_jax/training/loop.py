@@ -304,10 +304,10 @@ def _train(task: TrainTask, iterator, config: LoopConfig, *, mesh, hooks, writer
             return False
         diverged_at = bad + 1
         terms = sorted(k for k, v in averages.peek().items() if not np.isfinite(v)) if metrics_bad else []
-        what = f"loss terms {', '.join(terms)}" if terms else "the parameters or optimiser state"
+        what = f"loss terms ({', '.join(terms)})" if terms else "parameters or optimiser state"
         last = checkpointer.latest_step()
         _log.error(
-            "step %d produced non-finite %s; training stops here and the last finite checkpoint (%s) is kept. "
+            "step %d produced a non-finite value in its %s; training stops here and the last finite checkpoint (%s) is kept. "
             "Resuming repeats the same computation: lower the learning rate or change the data first.",
             diverged_at, what, f"step {last}" if last is not None else "none yet")
         return True
