@@ -187,8 +187,19 @@ def write_demo_dataset(
 
     Idempotent: if `root` already holds a complete demo set written with the same arguments, nothing is
     rewritten (a manifest records the arguments; it is written last, so an interrupted run is redone).
+    On several hosts (`jax.distributed`) process 0 writes it and the others wait until it is complete,
+    so no host reads a half-written file and no two hosts write one file (docs/multihost.md).
     """
+    from scenimefy_jax.parallel import distributed
+
     root = os.path.abspath(os.fspath(root))
+    if distributed.is_writer():
+        _write(root, n_photos=n_photos, n_anime=n_anime, n_pairs=n_pairs, size=size, seed=seed)
+    distributed.barrier("demo_data")
+    return _layout(root)
+
+
+def _write(root: str, *, n_photos: int, n_anime: int, n_pairs: int, size: int, seed: int) -> dict[str, str]:
     folders = _layout(root)
     wanted = {"version": _VERSION, "n_photos": n_photos, "n_anime": n_anime, "n_pairs": n_pairs,
               "size": size, "seed": seed}

@@ -121,3 +121,29 @@ def test_sample_splits_its_batches_across_processes(tmp_path):
                                       np.asarray(Image.open(tmp_path / "one" / name)), err_msg=name)
     assert "wrote 7 images" in two[0].stderr and "(2 processes)" in two[0].stderr
     assert "wrote 7 images" not in two[1].stderr
+
+
+DEMO_WORKER = textwrap.dedent("""
+    import os, sys
+    from scenimefy_jax.parallel import distributed
+    i = int(sys.argv[1])
+    assert distributed.initialize("explicit", coordinator_address=sys.argv[2], num_processes=2, process_id=i)
+    from scenimefy_jax.data import demo
+    if i == 1:  # process 1 must not write a file: it waits for process 0's complete set
+        def refuse(*args, **kwargs):
+            raise AssertionError("process 1 rendered a demo scene")
+        demo.render_scene = refuse
+    folders = demo.write_demo_dataset(sys.argv[3], n_photos=5, n_anime=3, n_pairs=2, size=16)
+    counts = [len(os.listdir(folders[k])) for k in ("photos", "anime", "pair_photos", "pair_anime")]
+    assert counts == [5, 3, 2, 2], counts  # complete when it returns, on every process
+    print("ok")
+""")
+
+
+def test_demo_data_is_written_once_and_complete_on_every_host(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-c", DEMO_WORKER, str(i), address, str(tmp_path / "demo")], cwd=ROOT,
+                              env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and out.split()[-1] == "ok", err[-3000:]
