@@ -33,7 +33,7 @@ from scenimefy_jax import model_io
 from scenimefy_jax.data.image_files import prefetch_images
 from scenimefy_jax.evaluation import metrics, protocols
 from scenimefy_jax.models.inception import NUM_FEATURES, FIDInceptionV3, random_params
-from scenimefy_jax.parallel import mesh as mesh_lib
+from scenimefy_jax.parallel import distributed, mesh as mesh_lib
 
 KIND = "fid_inception"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -148,18 +148,38 @@ def features_of_images(images: Iterable[tuple[object, np.ndarray]], inception: I
 
 def folder_features(paths: Sequence[str], inception: InceptionFeatures, *, protocol: str, workers: int = 2,
                     progress: bool = True, desc: str = "features") -> FolderFeatures:
-    """Features of image files; unreadable ones are skipped and listed in `failures`."""
+    """Features of image files; unreadable ones are skipped and listed in `failures`.
+
+    On several hosts each measures every `process_count`-th file on its own devices, and every host
+    gets all the features back in the order of `paths` (`gather_in_order`), as one host would."""
     failures: dict[str, str] = {}
-    decoded = prefetch_images(paths, None, workers, failures, transform=protocol_transform(protocol))
+    share = distributed.process_share(paths)
+    decoded = prefetch_images(share, None, workers, failures, transform=protocol_transform(protocol))
     done, chunks = [], []
-    with tqdm(total=len(paths), unit="img", desc=desc, disable=not progress) as bar:
+    with tqdm(total=len(share), unit="img", desc=desc, disable=not progress) as bar:
         for keys, feats in inception.stream(decoded):
             done += keys
             chunks.append(feats)
             bar.update(len(done) + len(failures) - bar.n)
-        bar.update(len(paths) - bar.n)
+        bar.update(len(share) - bar.n)
     features = np.concatenate(chunks) if chunks else np.zeros((0, NUM_FEATURES), np.float32)
-    return FolderFeatures(paths=done, features=features, failures=failures)
+    return gather_in_order(paths, done, features, failures)
+
+
+def gather_in_order(paths: Sequence[str], done: Sequence[str], features: np.ndarray,
+                    failures: dict[str, str]) -> FolderFeatures:
+    """Every host's `(done, features, failures)` of its share of `paths`, merged on every host, the rows
+    in the order of `paths` (KID's subsets depend on it). One host: returned as it is."""
+    if jax.process_count() == 1:
+        return FolderFeatures(paths=list(done), features=features, failures=failures)
+    parts = distributed.gather_json({"done": list(done), "failures": failures})
+    rows = distributed.gather_rows(np.asarray(features, np.float32).reshape(-1, NUM_FEATURES))
+    all_done = [p for part in parts for p in part["done"]]
+    position = {p: i for i, p in enumerate(paths)}
+    order = np.argsort([position[p] for p in all_done], kind="stable")
+    merged = {k: v for part in parts for k, v in part["failures"].items()}
+    return FolderFeatures(paths=[all_done[i] for i in order], features=rows[order],
+                          failures={p: merged[p] for p in paths if p in merged})
 
 
 # ----------------------------------------------------------------------------- cached reference statistics
@@ -208,7 +228,7 @@ def cached_folder_statistics(paths: Sequence[str], inception: InceptionFeatures,
     meta = {"cache_key": key, "protocol": protocol, "n": len(result.features), "inception": inception.source,
             "failures": result.failures}
     stats = metrics.Statistics(mu=mu, sigma=sigma, features=result.features, metadata=meta)
-    if cacheable:
+    if cacheable and distributed.is_writer():  # every host has the same statistics: one writes them
         os.makedirs(cache_dir, exist_ok=True)
         metrics.save_statistics(path, mu, sigma, features=result.features, metadata=meta)
     return stats, result.failures, False

@@ -32,6 +32,7 @@ from scenimefy_jax.data.atomic import write_json
 from scenimefy_jax.data.image_files import ConfigError, find_inputs, prefetch_images
 from scenimefy_jax.evaluation import features as features_lib
 from scenimefy_jax.evaluation import metrics, protocols
+from scenimefy_jax.parallel import distributed
 
 RESULTS = "results.json"
 
@@ -209,7 +210,8 @@ def _fake_features(config, plan, inception) -> tuple[np.ndarray, dict, dict]:
 
     translator = _load_translator(config)
     failures: dict[str, str] = {}
-    paths = plan["fake_paths"]
+    # On several hosts each translates and measures every process_count-th photo (docs/multihost.md).
+    paths = distributed.process_share(plan["fake_paths"])
     if config.save_images:
         os.makedirs(config.save_images, exist_ok=True)
     bar = tqdm(total=len(paths), unit="img", desc="translate+features", disable=not config.progress)
@@ -233,9 +235,11 @@ def _fake_features(config, plan, inception) -> tuple[np.ndarray, dict, dict]:
             bar.update(1)
             yield path, anime
 
-    _, feats = features_lib.features_of_images(translated(), inception, config.protocol)
+    keys, feats = features_lib.features_of_images(translated(), inception, config.protocol)
     bar.update(len(paths) - bar.n)
     bar.close()
+    gathered = features_lib.gather_in_order(plan["fake_paths"], keys, feats, failures)
+    feats, failures, paths = gathered.features, gathered.failures, plan["fake_paths"]
     source = {"translator": os.path.abspath(config.translator) if config.translator != "random" else "random",
               "translator_sha256": None if config.translator == "random" else _sha256(config.translator),
               "photos": os.path.abspath(config.photos), "files": len(paths),
@@ -262,12 +266,15 @@ def _demo_data(config) -> None:
     from scenimefy_jax.data import demo
 
     for folder, offset, anime in ((config.photos, 0, False), (config.real, 1_000_000, True)):
+        if not distributed.is_writer():  # process 0 writes them; the others wait below
+            break
         os.makedirs(folder, exist_ok=True)
         for i in range(config.demo_images):
             path = os.path.join(folder, f"{'anime' if anime else 'photo'}_{i:04d}.png")
             if not os.path.exists(path):
                 photo, labels = demo.render_scene(0, offset + i, 64)
                 image_ops.save_png(demo.anime_render(photo, labels) if anime else photo, path)
+    distributed.barrier("evaluate_demo_data")
 
 
 def _log_skipped(failures: dict[str, str]) -> None:
@@ -290,7 +297,7 @@ def run(config) -> int:
     if real is None:
         logging.error("--config.real=%r: fewer than two readable images; FID needs at least two", config.real)
         return 1
-    if config.save_stats:
+    if config.save_stats and distributed.is_writer():
         os.makedirs(os.path.dirname(os.path.abspath(config.save_stats)), exist_ok=True)
         written = metrics.save_statistics(
             config.save_stats, real.mu, real.sigma, features=real.features,
@@ -344,9 +351,10 @@ def run(config) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "scenimefy_jax_version": __version__,
     }
-    os.makedirs(config.output, exist_ok=True)
-    out = os.path.join(config.output, RESULTS)
-    write_json(out, results)
-    print(_table(results), flush=True)
-    logging.info("results written to %s", out)
+    if distributed.is_writer():  # every host holds the same numbers (features gathered from all)
+        os.makedirs(config.output, exist_ok=True)
+        out = os.path.join(config.output, RESULTS)
+        write_json(out, results)
+        print(_table(results), flush=True)
+        logging.info("results written to %s", out)
     return 1 if skipped else 0

@@ -147,3 +147,29 @@ def test_demo_data_is_written_once_and_complete_on_every_host(tmp_path):
     outs = [p.communicate(timeout=180) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and out.split()[-1] == "ok", err[-3000:]
+
+
+def test_evaluate_splits_its_images_across_processes(tmp_path):
+    """Two hosts translate and measure alternate photos and real images (random networks, :demo); the
+    gathered features give the numbers of a one-process run, one results.json, and the corrupt photo
+    is reported by both with exit status 1."""
+    import json
+
+    def run(name, processes):
+        data = tmp_path / name / "data"
+        (data / "photos").mkdir(parents=True)
+        (data / "photos" / "broken.png").write_bytes(b"not a png")
+        args = ["--config=configs/evaluate.py:demo", f"--config.photos={data / 'photos'}",
+                f"--config.real={data / 'anime'}", f"--config.output={tmp_path / name}", "--config.demo_images=7",
+                "--config.kid_subset_size=4", "--config.kid_subsets=10", "--config.progress=False"]
+        finished = run_main(args, processes=processes, devices=1)
+        assert [f.returncode for f in finished] == [1] * processes, finished[0].stderr[-3000:]
+        return finished, json.load(open(tmp_path / name / "results.json"))
+
+    two, split = run("two", 2)
+    _, single = run("one", 1)
+    assert split["n_fake"] == single["n_fake"] == 7 and split["n_real"] == single["n_real"] == 7
+    for key in ("fid", "kid_mean", "kid_std"):  # the same features, in the same order (KID's subsets)
+        assert abs(split[key] - single[key]) <= 1e-6 * abs(single[key]) + 1e-9, (key, split[key], single[key])
+    assert [os.path.basename(p) for p in split["skipped"]["files"]] == ["broken.png"]
+    assert "results written" in two[0].stderr and "results written" not in two[1].stderr
