@@ -211,11 +211,11 @@ def _fake_features(config, plan, inception) -> tuple[np.ndarray, dict, dict]:
     translator = _load_translator(config)
     failures: dict[str, str] = {}
     # On several hosts each translates and measures every process_count-th photo (docs/multihost.md).
-    paths = distributed.process_share(plan["fake_paths"])
+    share = distributed.process_share(plan["fake_paths"])
     if config.save_images:
         os.makedirs(config.save_images, exist_ok=True)
-    bar = tqdm(total=len(paths), unit="img", desc="translate+features", disable=not config.progress)
-    decoded = prefetch_images(paths, None, config.decode_workers, failures)
+    bar = tqdm(total=len(share), unit="img", desc="translate+features", disable=not config.progress)
+    decoded = prefetch_images(share, None, config.decode_workers, failures)
 
     def prepared():
         for path, image in decoded:
@@ -236,15 +236,14 @@ def _fake_features(config, plan, inception) -> tuple[np.ndarray, dict, dict]:
             yield path, anime
 
     keys, feats = features_lib.features_of_images(translated(), inception, config.protocol)
-    bar.update(len(paths) - bar.n)
+    bar.update(len(share) - bar.n)
     bar.close()
     gathered = features_lib.gather_in_order(plan["fake_paths"], keys, feats, failures)
-    feats, failures, paths = gathered.features, gathered.failures, plan["fake_paths"]
     source = {"translator": os.path.abspath(config.translator) if config.translator != "random" else "random",
               "translator_sha256": None if config.translator == "random" else _sha256(config.translator),
-              "photos": os.path.abspath(config.photos), "files": len(paths),
+              "photos": os.path.abspath(config.photos), "files": len(plan["fake_paths"]),
               "translator_dtype": config.translator_dtype}
-    return feats, failures, source
+    return gathered.features, gathered.failures, source
 
 
 # ----------------------------------------------------------------------------- the job
@@ -265,15 +264,14 @@ def _demo_data(config) -> None:
     """`:demo` writes procedural photos and anime renderings (once) where the config points."""
     from scenimefy_jax.data import demo
 
-    for folder, offset, anime in ((config.photos, 0, False), (config.real, 1_000_000, True)):
-        if not distributed.is_writer():  # process 0 writes them; the others wait below
-            break
-        os.makedirs(folder, exist_ok=True)
-        for i in range(config.demo_images):
-            path = os.path.join(folder, f"{'anime' if anime else 'photo'}_{i:04d}.png")
-            if not os.path.exists(path):
-                photo, labels = demo.render_scene(0, offset + i, 64)
-                image_ops.save_png(demo.anime_render(photo, labels) if anime else photo, path)
+    if distributed.is_writer():  # process 0 writes them; the other hosts wait at the barrier
+        for folder, offset, anime in ((config.photos, 0, False), (config.real, 1_000_000, True)):
+            os.makedirs(folder, exist_ok=True)
+            for i in range(config.demo_images):
+                path = os.path.join(folder, f"{'anime' if anime else 'photo'}_{i:04d}.png")
+                if not os.path.exists(path):
+                    photo, labels = demo.render_scene(0, offset + i, 64)
+                    image_ops.save_png(demo.anime_render(photo, labels) if anime else photo, path)
     distributed.barrier("evaluate_demo_data")
 
 

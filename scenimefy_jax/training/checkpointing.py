@@ -50,15 +50,6 @@ class _IteratorSnapshot:
         return self._encoded
 
 
-def _same_shape(a: Any, b: Any) -> bool:
-    """Whether two iterator states have the same nesting of keys (the same pipeline and worker count)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_shape(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_shape(x, y) for x, y in zip(a, b))
-    return not isinstance(a, (dict, list)) and not isinstance(b, (dict, list))
-
-
 class Checkpointer:
     """Saves and restores `(train_state, data iterator, metadata)` under `directory`."""
 
@@ -142,17 +133,24 @@ class Checkpointer:
                 saved.setdefault(int(match[2]), {})[int(match[1])] = json.loads(path.read_text())
         index, count = jax.process_index(), jax.process_count()
         try:
-            if len(saved) != 1 or sorted(next(iter(saved.values()))) != list(range(next(iter(saved)))):
+            sets = list(saved.items())  # [(n, {i: state})]: one set, all of 0 .. n-1, unless damaged
+            if len(sets) != 1 or sorted(sets[0][1]) != list(range(sets[0][0])):
                 raise iterator_state.StateMismatch(f"expected one complete set of process_<i>-of-<n>.json, found "
                                                    f"{sorted(p.name for p in folder.glob('*.json'))}")
-            (written_by, states), = saved.items()
-            if written_by == count and _same_shape(states[index], template):
+            (written_by, states), = sets
+            # The same hosts, pipeline and worker count: the saved state as it is.
+            if written_by == count and (jax.tree_util.tree_structure(states[index])
+                                        == jax.tree_util.tree_structure(template)):
                 return states[index]
             state = iterator_state.regroup([states[i] for i in range(written_by)], index, count, template)
         except iterator_state.StateMismatch as e:
             raise iterator_state.StateMismatch(f"cannot resume the data stream of checkpoint {folder.parent}: {e}") from None
         _log.info("data stream of checkpoint %d (written by %d process(es)) resumed on %d", step, written_by, count)
         return state
+
+    def saved_meta(self, step: int) -> dict:
+        """The JSON metadata saved with checkpoint `step`, without restoring its state."""
+        return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
     def wait(self) -> None:
         """Blocks until background writes are finished (call before exiting)."""

@@ -198,7 +198,7 @@ def _checked_fingerprint(config: LoopConfig, checkpointer: checkpointing.Checkpo
     current = json.loads(json.dumps(dict(config.fingerprint), sort_keys=True))
     if step is None:
         return current
-    saved = _saved_meta(checkpointer.directory, step).get(_FINGERPRINT)
+    saved = checkpointer.saved_meta(step).get(_FINGERPRINT)
     if saved is None:
         _log.warning("the checkpoint of step %d in %s has no config fingerprint (written before they were "
                      "stored): resuming without checking that the settings are unchanged", step, checkpointer.directory)
@@ -214,14 +214,6 @@ def _checked_fingerprint(config: LoopConfig, checkpointer: checkpointing.Checkpo
     _log.warning("allow_config_change: resuming the checkpoint of step %d with changed settings (%s); "
                  "later checkpoints store the new ones", step, listed)
     return current
-
-
-def _saved_meta(directory: str, step: int) -> dict[str, Any]:
-    """The JSON metadata of checkpoint `step` (`checkpointing.py` layout `<directory>/<step>/meta`)."""
-    import orbax.checkpoint as ocp
-
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
-        return dict(reader.restore(os.path.join(directory, str(step), "meta")))
 
 
 def _close_after_error(checkpointer, writer, iterator) -> None:
