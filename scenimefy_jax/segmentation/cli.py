@@ -9,7 +9,10 @@ Every readable input image `<stem>.<ext>` gets, in `<output>/`:
 
 and `<output>/legend.json` lists per image the classes found (index, name, pixel fraction). It is
 rewritten at the end of each run (also an interrupted one) and keeps the entries of images segmented
-earlier into the same folder. Images are segmented at their own size (the official selection feeds its
+earlier into the same folder. On several hosts each segments every `process_count`-th input on its own
+devices and writes those outputs; each records its entries in `legend.part-<i>.json`, which process 0
+merges into `legend.json` when all have finished (a run interrupted on several hosts leaves the part
+files, and the next run folds them in first). Images are segmented at their own size (the official selection feeds its
 256x256 images unresized, docs/reference.md §3.4) unless `max_side` shrinks them; the outputs have the
 size segmented. Inputs of equal size run as one batch.
 
@@ -36,17 +39,19 @@ from scenimefy_jax.data.atomic import write_json
 from scenimefy_jax.data.image_files import (
     ConfigError,
     check_common_options,
-    finish_run,
+    finish_all_processes,
     find_inputs,
     prefetch_images,
     stem_clashes,
 )
+from scenimefy_jax.parallel import distributed
 from scenimefy_jax.segmentation import ade20k
 from scenimefy_jax.segmentation.visualize import class_fractions, colorize, draw_legend, overlay
 
 OUTPUTS = {"labels": "_labels.png", "overlay": "_overlay.png", "legend": "_legend.png"}
 RAW_OUTPUT = "_labels_raw.png"
 LEGEND_JSON = "legend.json"
+LEGEND_PART = "legend.part-{}.json"  # one per process on several hosts, merged by process 0
 
 
 # ----------------------------------------------------------------------------- files
@@ -60,9 +65,8 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _previous_legend(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
+def _read_legend(path: str) -> dict | None:
+    """The `images` of a legend (or part) file this job wrote; None if it is not one."""
     try:
         with open(path) as f:
             images = json.load(f)["images"]
@@ -70,8 +74,41 @@ def _previous_legend(path: str) -> dict:
             return images
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    logging.warning("%s is not a legend this job wrote; it is replaced by this run's entries only", path)
-    return {}
+    return None
+
+
+def _write_legend(path: str, images: dict) -> None:
+    write_json(path, {"dataset": "ADE20K-150", "images": dict(sorted(images.items()))})
+
+
+def _legend_parts(output: str) -> list[str]:
+    prefix, suffix = LEGEND_PART.split("{}")
+    return sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith(prefix) and n.endswith(suffix))
+
+
+def _previous_legend(output: str) -> dict:
+    """legend.json's entries with the part files of an interrupted multi-host run folded in (and those
+    files removed, legend.json rewritten first so that nothing is lost if this run is killed too)."""
+    path = os.path.join(output, LEGEND_JSON)
+    legend = {}
+    if os.path.exists(path):
+        legend = _read_legend(path)
+        if legend is None:
+            logging.warning("%s is not a legend this job wrote; it is replaced by this run's entries only", path)
+            legend = {}
+    parts = _legend_parts(output)
+    for part in parts:
+        entries = _read_legend(part)
+        if entries is None:
+            logging.warning("%s is not a legend part this job wrote; ignored", part)
+        else:
+            legend.update(entries)
+    if parts:
+        _write_legend(path, legend)
+        for part in parts:
+            os.remove(part)
+        logging.info("folded %d legend part file(s) of an interrupted multi-host run into %s", len(parts), path)
+    return legend
 
 
 def _batches_of_equal_size(items: Iterable[tuple[str, np.ndarray]], batch_size: int
@@ -147,6 +184,8 @@ def _write_outputs(image: np.ndarray, labels: np.ndarray, paths: dict[str, str],
 
 
 def run(config) -> int:
+    import jax
+
     try:
         inputs = _validate(config)
         segmenter = _load_segmenter(config)
@@ -162,9 +201,17 @@ def run(config) -> int:
                      kept, config.output)
 
     legend_path = os.path.join(config.output, LEGEND_JSON)
-    legend = _previous_legend(legend_path)
-    for path in todo:
-        legend.pop(_stem(path), None)
+    several = jax.process_count() > 1
+    legend = {}
+    if distributed.is_writer():
+        legend = _previous_legend(config.output)
+        for path in todo:  # every host's share: their entries come back in the part files
+            legend.pop(_stem(path), None)
+    # The other hosts write part files of the same names: not before process 0 has folded in old ones.
+    distributed.barrier("segment/legend_read")
+    todo = distributed.process_share(todo)  # several hosts: every process_count-th input each
+    entries = legend if not several else {}
+    own_legend = legend_path if not several else os.path.join(config.output, LEGEND_PART.format(jax.process_index()))
     failures: dict[str, str] = {}
     written = 0
     start = time.perf_counter()
@@ -191,10 +238,20 @@ def run(config) -> int:
                              "height": int(image.shape[0]), "width": int(image.shape[1]), "classes": classes}
                     if sizes[path] != image.shape[:2]:
                         entry["resized_from"] = [int(v) for v in sizes[path]]
-                    legend[_stem(path)] = entry
+                    entries[_stem(path)] = entry
                 bar.update(1)
     finally:  # an interrupted run still records the images it finished
-        write_json(legend_path, {"dataset": "ADE20K-150", "images": dict(sorted(legend.items()))})
+        _write_legend(own_legend, entries)
     bar.update(len(todo) - bar.n)
     bar.close()
-    return finish_run("segmented", written, config.output, time.perf_counter() - start, kept, failures)
+    if several:
+        distributed.barrier("segment/legend_parts")  # every part is complete
+        if distributed.is_writer():
+            parts = [os.path.join(config.output, LEGEND_PART.format(p)) for p in range(jax.process_count())]
+            for part in parts:
+                legend.update(_read_legend(part) or {})
+            _write_legend(legend_path, legend)
+            for part in parts:
+                os.remove(part)
+    return finish_all_processes("segmented", written, config.output, time.perf_counter() - start, kept, failures)
+

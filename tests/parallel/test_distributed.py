@@ -103,6 +103,35 @@ def test_translate_splits_a_folder_across_processes(tmp_path):
                                       np.asarray(Image.open(tmp_path / "one" / name)))
 
 
+def test_segment_splits_a_folder_across_processes(tmp_path):
+    """Two hosts segment alternate photos (a tiny random Mask2Former): every output written once and
+    equal to a one-process run, one legend.json with every image (the part files merged and gone), the
+    corrupt photo reported, exit status 1 on both."""
+    import json
+
+    from tests.segmentation.test_segment_cli import TINY
+    from scenimefy_jax.models.mask2former.model import init_params
+
+    checkpoint = model_io.save_model(tmp_path / "m2f", kind="mask2former", params=init_params(TINY, seed=8),
+                                     architecture={"model": "Mask2Former", **TINY.to_dict()})
+    _photos(tmp_path / "photos", 5)
+    common = ["--config=configs/segment.py", f"--config.checkpoint={checkpoint}", f"--config.input={tmp_path / 'photos'}",
+              "--config.progress=False", "--config.batch_size=2"]
+    two = run_main(common + [f"--config.output={tmp_path / 'two'}"], processes=2, devices=1)
+    (one,) = run_main(common + [f"--config.output={tmp_path / 'one'}"], devices=1)
+    assert [f.returncode for f in two] == [1, 1] and one.returncode == 1, (two[0].stderr + two[1].stderr)[-4000:]
+    assert any("broken.png" in f.stderr for f in two)
+    assert "segmented 5 image(s)" in two[0].stderr and "on 2 processes" in two[0].stderr
+    names = sorted(os.listdir(tmp_path / "two"))
+    assert names == sorted(os.listdir(tmp_path / "one"))
+    assert names == sorted([f"p{i}{s}" for i in range(5) for s in ("_labels.png", "_overlay.png", "_legend.png")]
+                           + ["legend.json"])
+    for name in (n for n in names if n.endswith(".png")):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "two" / name)),
+                                      np.asarray(Image.open(tmp_path / "one" / name)), err_msg=name)
+    assert json.load(open(tmp_path / "two" / "legend.json")) == json.load(open(tmp_path / "one" / "legend.json"))
+
+
 def test_sample_splits_its_batches_across_processes(tmp_path):
     """Two hosts render alternate batches of one seed list: every image written once, all equal to a
     one-process run, and one grid (written by process 0) equal to the one-process grid."""

@@ -147,3 +147,20 @@ def test_refuses_clashing_names_and_ignores_its_own_outputs(checkpoint, tmp_path
     caplog.set_level(logging.INFO)
     assert entry.run_job(_config(checkpoint, folder, folder)) == 2
     assert "named like this job's outputs" in caplog.text and "no image files found" in caplog.text
+
+
+def test_an_interrupted_multi_host_run_is_folded_into_the_legend(checkpoint, tmp_path):
+    """A run killed on several hosts leaves `legend.part-<i>.json` files (each host's finished images);
+    the next run, here on one host, keeps those entries in legend.json and removes the parts."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(inputs / "a.png")
+    ghost = {"input": "/elsewhere/ghost.png", "checkpoint": checkpoint, "height": 8, "width": 8,
+             "classes": [{"index": 2, "name": ade20k.CLASS_NAMES[2], "fraction": 1.0}]}
+    (out / "legend.json").write_text(json.dumps({"dataset": "ADE20K-150", "images": {"old": dict(ghost, width=4)}}))
+    (out / "legend.part-1.json").write_text(json.dumps({"dataset": "ADE20K-150", "images": {"ghost": ghost}}))
+    assert entry.run_job(_config(checkpoint, inputs, out)) == 0
+    legend = json.loads((out / "legend.json").read_text())["images"]
+    assert sorted(legend) == ["a", "ghost", "old"] and legend["ghost"] == ghost and legend["old"]["width"] == 4
+    assert not (out / "legend.part-1.json").exists()
