@@ -35,6 +35,7 @@ from scenimefy_jax.data import demo, images, pipeline, single_domain
 from scenimefy_jax.models import stylegan2 as sg
 from scenimefy_jax.models.clip import CLIPVisionModel
 from scenimefy_jax.models.vgg import CONV4_4, VGG19Features, trim_params
+from scenimefy_jax.parallel import distributed
 from scenimefy_jax.training import fingerprint, loop, metrics
 from scenimefy_jax.training import stylegan_step as st
 
@@ -235,7 +236,11 @@ def _demo_folders(config) -> dict[str, str]:
 def pretrain_demo_source(config, arch: dict, photos: str) -> str:
     """Trains the demo source StyleGAN2 on the demo photos; returns its model directory."""
     out = os.path.join(config.workdir, "source")
-    if model_io.is_saved_model(out):
+    done = model_io.is_saved_model(out)
+    # Several hosts: every host looks before any host writes (so all take the same branch below), and
+    # process 0 alone writes the directory, which the others read only after the closing barrier.
+    distributed.barrier("stylegan_finetune/demo_source_checked")
+    if done:
         return out
     steps = int(config.demo_source.pretrain_steps)
     tree = random_source(arch, jax.random.key(config.seed + 1))
@@ -259,8 +264,10 @@ def pretrain_demo_source(config, arch: dict, photos: str) -> str:
                 "g": {"params": s.g, "noises": s.noises["g"]}, "d": {"params": s.d}}
     else:
         _log.warning("demo: the source generator is randomly initialised (demo_source.pretrain_steps = 0)")
-    model_io.save_model(out, kind=convert_sg.KIND, params=tree, architecture={**arch, "networks": sorted(tree)},
-                        source={"job": "stylegan_finetune demo source", "pretrain_steps": steps}, overwrite=True)
+    if distributed.is_writer():
+        model_io.save_model(out, kind=convert_sg.KIND, params=tree, architecture={**arch, "networks": sorted(tree)},
+                            source={"job": "stylegan_finetune demo source", "pretrain_steps": steps}, overwrite=True)
+    distributed.barrier("stylegan_finetune/demo_source_written")
     return out
 
 
