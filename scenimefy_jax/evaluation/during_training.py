@@ -18,6 +18,7 @@ from absl import logging
 from scenimefy_jax.data import images as image_ops
 from scenimefy_jax.evaluation import features as features_lib
 from scenimefy_jax.evaluation import metrics
+from scenimefy_jax.parallel import distributed
 
 
 @dataclasses.dataclass
@@ -39,17 +40,23 @@ class GeneratorEvaluator:
     kid_subset_size: int = 1000
     kid_seed: int = 2020
 
-    def fakes(self, generate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """The held-out photos translated by `generate`, `[N, S, S, 3]` uint8."""
-        out = []
-        for start in range(0, len(self.photos), self.batch_size):
-            chunk = self.photos[start:start + self.batch_size]
+    def fakes(self, generate: Callable[[np.ndarray], np.ndarray], indices: Sequence[int] | None = None) -> np.ndarray:
+        """The held-out photos (or those at `indices`) translated by `generate`, `[n, S, S, 3]` uint8."""
+        photos = self.photos if indices is None else self.photos[np.asarray(indices, np.int64)]
+        out = [np.zeros((0, *photos.shape[1:]), np.uint8)]
+        for start in range(0, len(photos), self.batch_size):
+            chunk = photos[start:start + self.batch_size]
             out.append(image_ops.to_uint8(np.asarray(generate(image_ops.to_model_input(chunk)))))
         return np.concatenate(out)
 
     def __call__(self, generate: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-        fakes = self.fakes(generate)
-        _, feats = features_lib.features_of_images(enumerate(fakes), self.inception, self.protocol)
+        # Several hosts: each translates and measures every process_count-th photo on its own devices;
+        # the features come back in photo order (KID's subsets depend on it), as one host has them.
+        indices = list(range(len(self.photos)))
+        share = distributed.process_share(indices)
+        done, feats = features_lib.features_of_images(zip(share, self.fakes(generate, share)), self.inception,
+                                                      self.protocol)
+        feats = features_lib.gather_in_order(indices, done, feats, {}).features
         if self.reference.features is not None:
             fid = metrics.fid_from_features(feats, self.reference.features)
         else:

@@ -105,7 +105,7 @@ class InceptionFeatures:
             padded = mesh_lib.padded_batch_size(n, self.batch_size, self.mesh.size)
             if padded > n:
                 chunk = np.concatenate([chunk, np.zeros((padded - n, *chunk.shape[1:]), np.float32)])
-            out.append(np.asarray(self._forward(self.params, chunk))[:n])
+            out.append(np.asarray(self._forward(self.params, mesh_lib.local_batch(chunk, self.mesh)))[:n])
         return np.concatenate(out) if out else np.zeros((0, NUM_FEATURES), np.float32)
 
     def stream(self, items: Iterable[tuple[object, np.ndarray]]) -> Iterator[tuple[list, np.ndarray]]:

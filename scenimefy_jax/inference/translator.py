@@ -97,7 +97,7 @@ class Translator:
         n, devices = x.shape[0], self.mesh.size
         if n % devices:  # every device takes an equal slice; pad with blank images
             x = jnp.concatenate([jnp.asarray(x, jnp.float32), jnp.zeros((devices - n % devices,) + x.shape[1:])])
-        return self._forward(self.params, jnp.asarray(x, jnp.float32))[:n]
+        return self._forward(self.params, mesh_lib.local_batch(jnp.asarray(x, jnp.float32), self.mesh))[:n]
 
     # -- uint8 images ---------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray, name: str = "image") -> np.ndarray:

@@ -58,6 +58,13 @@ def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
     )
 
 
+def local_batch(x: Any, mesh: Mesh) -> jax.Array:
+    """A batch this host holds in full, split on `"data"` over a mesh of this host's own devices (the
+    inference networks'). With several processes jit refuses numpy inputs that have a non-trivial
+    sharding; an array already placed on the local devices is what it accepts."""
+    return jax.device_put(x, data_sharded(mesh))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a host pytree (identical on every host) on every device of the mesh.
 
@@ -76,6 +83,13 @@ def _host_value(x: Any) -> np.ndarray:
             raise ValueError(f"an array of shape {x.shape} sharded over several hosts cannot be read by one host")
         x = x.addressable_data(0)  # several hosts: this host's own copy of a replicated array
     return np.asarray(jax.device_get(x))
+
+
+def host_local(tree: Any) -> Any:
+    """`tree` in a form this host's own computations can take: unchanged on one host; on several, this
+    host's copy of each replicated array (as numpy). A jit over the global mesh would treat this host's
+    other inputs as identical on every host, which a host's own rows are not."""
+    return tree if jax.process_count() == 1 else to_host(tree)
 
 
 def to_host(tree: Any) -> Any:

@@ -115,7 +115,7 @@ class Segmenter:
             padded = mesh_lib.padded_batch_size(n, self.batch_size, self.mesh.size)
             if padded > n:  # blank images: a few compiled batch sizes, equal slices for every device
                 chunk = np.concatenate([chunk, np.zeros((padded - n, *chunk.shape[1:]), np.float32)])
-            outputs.append(np.asarray(fn(self.params, chunk))[:n])
+            outputs.append(np.asarray(fn(self.params, mesh_lib.local_batch(chunk, self.mesh)))[:n])
         out = np.concatenate(outputs)
         return out[0] if single else out
 

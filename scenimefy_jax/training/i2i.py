@@ -28,6 +28,7 @@ import numpy as np
 from scenimefy_jax import model_io
 from scenimefy_jax.data import demo, images, pipeline
 from scenimefy_jax.data.image_files import ConfigError
+from scenimefy_jax.parallel import mesh as mesh_lib
 from scenimefy_jax.training import fingerprint, i2i_step, loop, metrics
 
 _log = py_logging.getLogger(__name__)
@@ -110,13 +111,16 @@ class I2ITask:
         return jax.jit(lambda p, x: generator.apply({"params": p}, x))
 
     def make_images(self, state, batch) -> dict[str, np.ndarray]:
+        """The grid of this host's first rows (on several hosts: process 0's, which it writes)."""
         n = self.grid_images
         x, y, xp, yp = (np.asarray(batch[k])[:n] for k in ("x", "y", "x_p", "y_p"))
-        fakes = np.asarray(self._translate(state.params["G"], jnp.concatenate([x, xp])))
+        G = mesh_lib.host_local(state.params["G"])  # this host's rows, this host's devices
+        fakes = np.asarray(self._translate(G, jnp.concatenate([x, xp])))
         return {"grid/x_Gx_y_xp_Gxp_yp": metrics.image_grid([x, fakes[: len(x)], y, xp, fakes[len(x):], yp])}
 
     def evaluate(self, state) -> dict[str, float]:
-        return self.evaluator(lambda x: self._translate(state.params["G"], x))
+        G = mesh_lib.host_local(state.params["G"])  # several hosts: each translates its share of the photos
+        return self.evaluator(lambda x: self._translate(G, x))
 
     def param_trees(self, state) -> dict[str, Any]:
         return dict(state.params)

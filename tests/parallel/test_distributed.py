@@ -117,8 +117,10 @@ def test_segment_splits_a_folder_across_processes(tmp_path):
     _photos(tmp_path / "photos", 5)
     common = ["--config=configs/segment.py", f"--config.checkpoint={checkpoint}", f"--config.input={tmp_path / 'photos'}",
               "--config.progress=False", "--config.batch_size=2"]
-    two = run_main(common + [f"--config.output={tmp_path / 'two'}"], processes=2, devices=1)
-    (one,) = run_main(common + [f"--config.output={tmp_path / 'one'}"], devices=1)
+    # 2 devices per host: a batch split over a host's own devices (jit refuses a numpy batch with that
+    # sharding once several processes run).
+    two = run_main(common + [f"--config.output={tmp_path / 'two'}"], processes=2, devices=2)
+    (one,) = run_main(common + [f"--config.output={tmp_path / 'one'}"], devices=2)
     assert [f.returncode for f in two] == [1, 1] and one.returncode == 1, (two[0].stderr + two[1].stderr)[-4000:]
     assert any("broken.png" in f.stderr for f in two)
     assert "segmented 5 image(s)" in two[0].stderr and "on 2 processes" in two[0].stderr

@@ -99,13 +99,17 @@ def runs(tmp_path_factory):
     demo.write_demo_dataset(data, n_photos=16, n_anime=8, n_pairs=8, size=32)
     cache = base / "xla_cache"
     one, two = base / "1x8", base / "2x4"
-    _run(_args(data, one, cache, 1), 1, 8)
-    _run(_args(data, two, cache, 1), 2, 4)
+    # Step 1 also draws the image grid and measures FID/KID (random Inception) on held-out photos.
+    extra = ["--config.images_every=1", "--config.eval.every=1", "--config.eval.inception=random",
+             f"--config.eval.photos={data}/unpaired_s2a/trainA", "--config.eval.num_photos=6",
+             "--config.eval.batch_size=4", "--config.eval.kid_subset_size=4"]
+    _run(_args(data, one, cache, 1) + extra, 1, 8)
+    first = _run(_args(data, two, cache, 1) + extra, 2, 4)
     # The 2-process checkpoint of step 1, continued to step 2 by 2 processes and (a copy) by 1.
     shutil.copytree(two, base / "2x4_then_1x8")
     two_more = _run(_args(data, two, cache, 2), 2, 4)
     one_more = _run(_args(data, base / "2x4_then_1x8", cache, 2), 1, 8)
-    return dict(one=one, two=two, two_then_one=base / "2x4_then_1x8", logs=(two_more, one_more))
+    return dict(one=one, two=two, two_then_one=base / "2x4_then_1x8", logs=(two_more, one_more), first=first)
 
 
 def test_first_step_same_losses_and_gradients(runs):
@@ -121,6 +125,18 @@ def test_first_step_same_losses_and_gradients(runs):
         # mu = (1 - beta1) g after one step: the gradients agree within 1e-4 of their network's largest
         # (measured: 3e-5, from cancellation in the sums over differently split batches).
         np.testing.assert_allclose(mu_b[key], x, rtol=0, atol=1e-4 * scales[key], err_msg=key)
+
+
+def test_grid_and_fid_during_training_on_two_hosts(runs):
+    """Each host translates and measures its share of the 6 held-out photos; the gathered features give
+    the FID/KID of one host (up to the sign flips above in G: measured 1.3e-6 relative). Process 0
+    writes the grid (of its own rows)."""
+    evals = [json.loads(line) for line in open(runs["two"] / "metrics.jsonl") if '"eval/fid"' in line]
+    assert len(evals) == 1 and evals[0]["step"] == 1
+    single = [json.loads(line) for line in open(runs["one"] / "metrics.jsonl") if '"eval/fid"' in line][0]
+    for key in ("eval/fid", "eval/kid_mean", "eval/kid_std"):
+        assert abs(evals[0][key] - single[key]) <= 1e-4 * abs(single[key]), (key, evals[0][key], single[key])
+    assert os.listdir(runs["two"] / "images") == ["grid_x_Gx_y_xp_Gxp_yp_00000001.png"]
 
 
 def test_first_step_same_parameters_except_sign_flips_at_rounding_level(runs):
