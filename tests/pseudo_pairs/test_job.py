@@ -245,11 +245,9 @@ WORKER = textwrap.dedent(
 @pytest.mark.slow  # ~50 s: two processes compile the step side by side on 2 cores
 def test_two_hosts_give_the_pairs_of_one(straight, tmp_path):
     """Two processes on 127.0.0.1 (gloo collectives), each feeding its half of every batch."""
-    import socket
+    from tests.parallel.processes import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     output = tmp_path / "two_hosts"
     script = WORKER.format(address=f"127.0.0.1:{port}", root=ROOT, output=str(output))
     env = dict(os.environ, JAX_PLATFORMS="cpu")
