@@ -12,8 +12,9 @@ in docs/colab_tpu.md.
     notebook.check_exit(main.run_job(config), config)
     notebook.show(notebook.side_by_side(["photos/a.jpg", "anime/a.png"]))
 
-Images are shown through IPython's display (PIL images render as PNG); outside IPython `show` only
-returns the picture. No matplotlib is needed: loss curves are drawn with PIL.
+Images are shown through IPython's display (PIL images render as PNG); outside IPython `show` does
+nothing, and the functions that build pictures return PIL images. No matplotlib is needed: loss curves
+are drawn with PIL.
 """
 from __future__ import annotations
 
@@ -302,7 +303,8 @@ def side_by_side(items: Sequence, *, height: int | None = None, gap: int = 4,
 def stack_rows(rows: Sequence[Image.Image], *, gap: int = 4) -> Image.Image:
     """Images one above the other on white (rows of `side_by_side`, say)."""
     rows = [as_image(r) for r in rows]
-    canvas = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows) + gap * (len(rows) - 1)), "white")
+    size = (max(r.width for r in rows), sum(r.height for r in rows) + gap * (len(rows) - 1))
+    canvas = Image.new("RGB", size, "white")
     y = 0
     for r in rows:
         canvas.paste(r, (0, y))
@@ -393,7 +395,8 @@ def tensorboard(logdir: str) -> bool:
         from IPython import get_ipython
 
         ipython = get_ipython()
-    if ipython is None or importlib.util.find_spec("tensorboard") is None or not (in_colab() or shutil.which("tensorboard")):
+    installed = importlib.util.find_spec("tensorboard") is not None and (in_colab() or shutil.which("tensorboard"))
+    if ipython is None or not installed:
         print(f"TensorBoard: pip install tensorboard && tensorboard --logdir {logdir}")
         return False
     ipython.run_line_magic("load_ext", "tensorboard")

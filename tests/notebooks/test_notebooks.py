@@ -93,6 +93,7 @@ def test_committed_notebooks_are_clean_and_parameterised():
         assert any(line.split("#")[0].strip() == "demo = False" for line in parameters[0].source.splitlines()), path
 
 
+@pytest.mark.slow  # 43-65 s measured on 2 shared cores (most of it compiling the translation step)
 def test_train_translator_notebook_runs_in_demo_mode(tmp_path, monkeypatch):
     nb, work = execute_demo("train_translator.ipynb", tmp_path, monkeypatch)
     run = work / "runs" / "i2i_notebook"
