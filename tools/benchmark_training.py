@@ -36,7 +36,7 @@ def _batch(h, w, b, seed=0):
     return {k: rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32) for k in ("x", "y", "x_p", "y_p")}
 
 
-def jax_runner(h, w, b, dtype):
+def jax_runner(h, w, b, dtype, return_compiled=False):
     import jax
 
     from scenimefy_jax.training import i2i_step
@@ -57,7 +57,7 @@ def jax_runner(h, w, b, dtype):
         holder["state"], metrics = compiled(holder["state"], batch, jax.random.key(holder["i"]), schedule)
         jax.block_until_ready(metrics)
 
-    return run, compile_s
+    return (run, compile_s, compiled) if return_compiled else (run, compile_s)
 
 
 def torch_runner(h, w):

@@ -32,18 +32,56 @@ def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
     return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
+def _place(v: jax.Array, axis: int, low: int, high: int) -> jax.Array:
+    """`v` with `low` and `high` zeros added along `axis` (one `lax.pad`, fused by XLA)."""
+    widths = [(0, 0, 0)] * v.ndim
+    widths[axis] = (low, high, 0)
+    return jax.lax.pad(v, jnp.zeros((), v.dtype), widths)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def reflect_pad_axis(x: jax.Array, pad: int, axis: int) -> jax.Array:
+    """Reflection padding by `pad` on both sides of one axis (`x[-k] = x[k]`, the edge not repeated).
+
+    Its gradient folds each border strip back onto the samples it copied, in one fused pass. The
+    transpose XLA derives from `jnp.pad(mode="reflect")` instead zero-pads every reversed strip to the
+    full size and adds the pieces: several full-size passes, up to 3x slower on CPU (docs/performance.md)."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (pad, pad)
+    return jnp.pad(x, widths, mode="reflect")
+
+
+def _reflect_pad_axis_fwd(x, pad, axis):
+    return reflect_pad_axis(x, pad, axis), None
+
+
+def _reflect_pad_axis_bwd(pad, axis, _, g):
+    n = g.shape[axis] - 2 * pad
+    take = functools.partial(jax.lax.slice_in_dim, g, axis=axis)
+    left = jax.lax.rev(take(0, pad), (axis,))  # left[m] was copied from x[m + 1]
+    right = jax.lax.rev(take(pad + n, n + 2 * pad), (axis,))  # right[m] from x[n - 1 - pad + m]
+    return (take(pad, pad + n) + _place(left, axis, 1, n - 1 - pad) + _place(right, axis, n - 1 - pad, 1),)
+
+
+reflect_pad_axis.defvjp(_reflect_pad_axis_fwd, _reflect_pad_axis_bwd)
+
+
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
     """ReflectionPad2d(pad) on the two spatial axes of an NHWC array."""
-    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return reflect_pad_axis(reflect_pad_axis(x, pad, 1), pad, 2)
 
 
+# The blur stencils below carry their own gradients, each one fused pass over the cotangent. The
+# transposes XLA derives (strided slices become interior-padded copies, the edge padding a sum of
+# zero-padded strips) take several full-size passes: 2-6x slower on CPU at the generator's shapes
+# (docs/performance.md). Same sums, in another order: equal up to float32 rounding.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _blur_down_axis(x: jax.Array, axis: int) -> jax.Array:
     # y[i] = (x[2i-1] + 2 x[2i] + x[2i+1]) / 4 with reflection x[-1] = x[1], x[n] = x[n-2].
     n = x.shape[axis]
     m = (n + 1) // 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (1, 1)
-    xp = jnp.pad(x, pad, mode="reflect")
+    xp = reflect_pad_axis(x, 1, axis)
     take = functools.partial(jax.lax.slice_in_dim, xp, stride=2, axis=axis)
     left = take(0, 2 * m - 1)
     mid = take(1, 2 * m)
@@ -51,11 +89,32 @@ def _blur_down_axis(x: jax.Array, axis: int) -> jax.Array:
     return (left + 2 * mid + right) * 0.25
 
 
+def _blur_down_axis_fwd(x, axis):
+    return _blur_down_axis(x, axis), x.shape[axis]
+
+
+def _blur_down_axis_bwd(axis, n, g):
+    # y[i] reads xp[2i], xp[2i+1], xp[2i+2] of the reflection-padded input (length n + 2): the even
+    # samples xp[2k] get (g[k-1] + g[k]) / 4, the odd ones xp[2k+1] get g[k] / 2.
+    m = g.shape[axis]
+    take = functools.partial(jax.lax.slice_in_dim, _place(g, axis, 1, 1), axis=axis)
+    even = (take(0, m + 1) + take(1, m + 2)) * 0.25
+    odd = _place(g * 0.5, axis, 0, 1)
+    shape = list(g.shape)
+    shape[axis] = 2 * (m + 1)
+    dxp = jnp.stack([even, odd], axis=axis + 1).reshape(shape)
+    return _reflect_pad_axis_bwd(1, axis, None, jax.lax.slice_in_dim(dxp, 0, n + 2, axis=axis))
+
+
+_blur_down_axis.defvjp(_blur_down_axis_fwd, _blur_down_axis_bwd)
+
+
 def blur_downsample(x: jax.Array) -> jax.Array:
     """Official `Downsample(filt_size=3, reflect)`: [1,2,1]^2/16 blur, stride 2, out = ceil(n/2)."""
     return _blur_down_axis(_blur_down_axis(x, 1), 2)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _blur_up_axis(x: jax.Array, axis: int) -> jax.Array:
     # y[2i] = x[i-1]/4 + 3x[i]/4, y[2i+1] = 3x[i]/4 + x[i+1]/4, edges replicated.
     n = x.shape[axis]
@@ -71,6 +130,24 @@ def _blur_up_axis(x: jax.Array, axis: int) -> jax.Array:
     shape = list(x.shape)
     shape[axis] = 2 * n
     return y.reshape(shape)
+
+
+def _blur_up_axis_fwd(x, axis):
+    return _blur_up_axis(x, axis), None
+
+
+def _blur_up_axis_bwd(axis, _, g):
+    # x[j] gets 3/4 of g[2j] and g[2j+1], 1/4 of g[2j+2] and g[2j-1]; the replicated edges give
+    # x[0] also g[0] / 4 and x[n-1] also g[2n-1] / 4.
+    n = g.shape[axis] // 2
+    take = functools.partial(jax.lax.slice_in_dim, axis=axis)
+    even, odd = take(g, 0, 2 * n, 2), take(g, 1, 2 * n, 2)
+    from_next = _place(take(even, 1, n), axis, 0, 1) + _place(take(even, 0, 1), axis, 0, n - 1)
+    from_prev = _place(take(odd, 0, n - 1), axis, 1, 0) + _place(take(odd, n - 1, n), axis, n - 1, 0)
+    return (0.75 * (even + odd) + 0.25 * (from_next + from_prev),)
+
+
+_blur_up_axis.defvjp(_blur_up_axis_fwd, _blur_up_axis_bwd)
 
 
 def blur_upsample(x: jax.Array) -> jax.Array:
@@ -95,7 +172,9 @@ def upsample_filter(channels: int) -> np.ndarray:
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 WGRAD_MIN_CHANNELS = 16
-"""Below this many input channels XLA's own weight gradient is as fast (measured on 3-channel 7x7)."""
+"""Below this many input or output channels XLA's own kernel gradient is faster: one tap GEMM per
+kernel position with 3 outputs is a memory-bound copy of the input per tap (the translator's last
+7x7 conv, 64 -> 3 at 128x128, batch 3: 507 ms by taps, 70 ms by XLA; docs/performance.md)."""
 
 
 def _pair(v) -> tuple[int, int]:
@@ -201,13 +280,14 @@ def conv2d(
 
     `wgrad` picks how the kernel gradient is computed: "xla" (XLA's transpose rule), "gemm" (matrix
     products per kernel tap, see `_conv_gemm_bwd`), or "auto": "gemm" on CPU for kernels with at
-    least `WGRAD_MIN_CHANNELS` input channels, "xla" elsewhere (GPU/TPU convolution libraries are
-    fast). Both give the same gradients, first and second order, up to float32 summation order.
+    least `WGRAD_MIN_CHANNELS` input and output channels, "xla" elsewhere (GPU/TPU convolution
+    libraries are fast). Both give the same gradients, first and second order, up to float32 summation order.
     """
     stride, lhs_dilation = _pair(stride), _pair(lhs_dilation)
     padding = tuple(_pair(p) for p in padding)
     if wgrad == "auto":
-        wgrad = "gemm" if jax.default_backend() == "cpu" and kernel.shape[2] >= WGRAD_MIN_CHANNELS else "xla"
+        wide = min(kernel.shape[2], kernel.shape[3]) >= WGRAD_MIN_CHANNELS
+        wgrad = "gemm" if jax.default_backend() == "cpu" and wide else "xla"
     if wgrad == "gemm":
         if max(stride) > 1 and max(lhs_dilation) > 1:
             raise ValueError("conv2d: a stride and an input dilation together are not supported")

@@ -1,4 +1,5 @@
 """Closed forms of the anti-aliased resampling filters (docs/reference.md §1.3) and InstanceNorm."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -43,6 +44,37 @@ def test_blur_upsample_matches_closed_form(h, w):
     got = np.asarray(layers.blur_upsample(jnp.asarray(img, jnp.float32)[None, :, :, None]))[0, :, :, 0]
     assert got.shape == (2 * h, 2 * w)
     np.testing.assert_allclose(got, _separable(_up_1d, img), atol=1e-6)
+
+
+def _linear_map(fn, h, w):
+    """The matrix of a linear map of [h, w] images, column k the image of the k-th basis image."""
+    return np.stack([fn(np.eye(h * w)[k].reshape(h, w)).ravel() for k in range(h * w)], axis=1)
+
+
+@pytest.mark.parametrize("op,h,w", [
+    ("down", 7, 9), ("down", 8, 8), ("down", 2, 3), ("up", 1, 1), ("up", 3, 5), ("up", 4, 4),
+    ("reflect1", 5, 6), ("reflect3", 7, 4)])
+def test_stencil_gradients_are_the_transposed_closed_forms(op, h, w):
+    # The blur stencils and the reflection padding carry hand-written VJPs (layers.py): for a linear
+    # map the VJP of a cotangent g is A^T g, A the closed form's matrix built here in numpy. Batch 2 and
+    # 3 channels, each (sample, channel) slice its own image. Tolerance: float32 rounding of sums of
+    # at most 9 terms.
+    closed, fn = {
+        "down": (lambda v: _separable(_down_1d, v), layers.blur_downsample),
+        "up": (lambda v: _separable(_up_1d, v), layers.blur_upsample),
+        "reflect1": (lambda v: np.pad(v, 1, mode="reflect"), lambda x: layers.reflect_pad(x, 1)),
+        "reflect3": (lambda v: np.pad(v, 3, mode="reflect"), lambda x: layers.reflect_pad(x, 3)),
+    }[op]
+    a = _linear_map(closed, h, w)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, h, w, 3)), jnp.float32)
+    y, vjp = jax.vjp(fn, x)
+    g = rng.normal(size=y.shape).astype(np.float32)
+    (got,) = vjp(jnp.asarray(g))
+    want = np.einsum("ok,bop->bkp", a, g.reshape(2, -1, 3)).reshape(2, h, w, 3)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), np.einsum("ok,bkp->bop", a, np.asarray(x).reshape(2, -1, 3))
+                               .reshape(y.shape), atol=1e-5, rtol=1e-5)
 
 
 def test_filters_match_the_published_buffers():
