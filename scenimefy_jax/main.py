@@ -25,6 +25,7 @@ JOBS = {
     "i2i": "scenimefy_jax.training.i2i",
     "sample": "scenimefy_jax.sampling",
     "stylegan_finetune": "scenimefy_jax.training.stylegan_finetune",
+    "app": "scenimefy_jax.app.server",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<job>.py file.", lock_config=True)
