@@ -201,20 +201,24 @@ def _transpose_geometry(n: int, k: int, s: int, d: int, pad: tuple[int, int]) ->
     return lo, hi
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_gemm(x, kernel, padding, stride, lhs_dilation):
-    return _lax_conv(x, kernel, padding, stride, lhs_dilation)
+def _crop(y, crop):
+    return y[:, crop : y.shape[1] - crop, crop : y.shape[2] - crop, :] if crop else y
 
 
-def _conv_gemm_fwd(x, kernel, padding, stride, lhs_dilation):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop=0):
+    return _crop(_lax_conv(x, kernel, padding, stride, lhs_dilation), crop)
+
+
+def _conv_gemm_fwd(x, kernel, padding, stride, lhs_dilation, crop):
     # The primal goes through `_conv_gemm` itself, not `_lax_conv`: under a second derivative (R1)
     # the outer differentiation then meets this custom rule again instead of XLA's convolution
     # transpose, which XLA:CPU leaves in a slow non-canonical form inside `lax.cond` branches
     # (measured 19x slower for a 256-channel 3x3 R1 step).
-    return _conv_gemm(x, kernel, padding, stride, lhs_dilation), (x, kernel)
+    return _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop), (x, kernel)
 
 
-def _conv_gemm_bwd(padding, stride, lhs_dilation, residuals, dy):
+def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_grad=True, kernel_grad=True):
     """Input gradient as the transposed convolution (itself a `_conv_gemm`, so a second derivative,
     as in R1, again takes the GEMM path); kernel gradient as one GEMM per kernel tap.
 
@@ -225,18 +229,33 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, residuals, dy):
     `[C_in, N] @ [N, C_out]` matrix product: XLA:CPU lowers a convolution's kernel gradient to a
     slow loop nest (2-4.5x slower than PyTorch's for plain convolutions, ~70x for the transposed
     ones of StyleGAN2's upsampling layers; see benchmarks/), these GEMMs run at PyTorch's speed.
+
+    `crop` (stride 1, no dilation): the output is cropped by `crop` on every side, which equals the
+    convolution with `crop` less padding. The input gradient goes through the padded convolution (the
+    fast form on XLA:CPU, see `Conv`) with dy zero-padded back; the kernel gradient takes its taps
+    with the smaller padding, so it never multiplies the zero ring.
     """
     x, kernel = residuals
+    if crop:
+        dy_full = jnp.pad(dy, ((0, 0), (crop, crop), (crop, crop), (0, 0)))
+        dx, _ = _conv_gemm_bwd(padding, stride, lhs_dilation, 0, (x, kernel), dy_full, kernel_grad=False)
+        inner = tuple((lo - crop, hi - crop) for lo, hi in padding)
+        _, dw = _conv_gemm_bwd(inner, stride, lhs_dilation, 0, (x, kernel), dy, input_grad=False)
+        return dx, dw
     kh, kw, c_in, c_out = kernel.shape
     b, h, w, _ = x.shape
     (sh, sw), (dh, dw_) = stride, lhs_dilation
     # Input gradient: flipped kernel with in/out swapped, strides and dilations exchanged.
     geo = (_transpose_geometry(h, kh, sh, dh, padding[0]), _transpose_geometry(w, kw, sw, dw_, padding[1]))
-    if min(min(g) for g in geo) < 0:
+    if not input_grad:
+        dx = jnp.zeros((), x.dtype)
+    elif min(min(g) for g in geo) < 0:
         (dx,) = jax.linear_transpose(lambda v: _lax_conv(v, kernel, padding, stride, lhs_dilation), x)(dy)
     else:
         flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
         dx = _conv_gemm(dy, flipped, geo, lhs_dilation, stride)
+    if not kernel_grad:
+        return dx.astype(x.dtype), None
     ho, wo = dy.shape[1], dy.shape[2]
     if (dh, dw_) == (1, 1):
         (p0, p1), (q0, q1) = padding
@@ -273,6 +292,7 @@ def conv2d(
     *,
     stride: int | tuple[int, int] = 1,
     lhs_dilation: int | tuple[int, int] = 1,
+    crop: int = 0,
 ) -> jax.Array:
     """NHWC x HWIO convolution with explicit non-negative padding `((top, bottom), (left, right))`,
     window `stride` and input dilation (`lhs_dilation` 2 = zero insertion: a stride-2 transposed
@@ -282,6 +302,7 @@ def conv2d(
     products per kernel tap, see `_conv_gemm_bwd`), or "auto": "gemm" on CPU for kernels with at
     least `WGRAD_MIN_CHANNELS` input and output channels, "xla" elsewhere (GPU/TPU convolution
     libraries are fast). Both give the same gradients, first and second order, up to float32 summation order.
+    `crop` removes that many rows and columns from every side of the output (stride 1, no dilation).
     """
     stride, lhs_dilation = _pair(stride), _pair(lhs_dilation)
     padding = tuple(_pair(p) for p in padding)
@@ -293,10 +314,12 @@ def conv2d(
             raise ValueError("conv2d: a stride and an input dilation together are not supported")
         if min(min(p) for p in padding) < 0:
             raise ValueError(f"conv2d: padding must be non-negative, got {padding}")
-        return _conv_gemm(x, kernel, padding, stride, lhs_dilation)
+        if crop and (max(stride) > 1 or max(lhs_dilation) > 1):
+            raise ValueError("conv2d: crop needs stride 1 and no input dilation")
+        return _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop)
     if wgrad != "xla":
         raise ValueError(f"wgrad must be 'auto', 'gemm' or 'xla', got {wgrad!r}")
-    return _lax_conv(x, kernel, padding, stride, lhs_dilation)
+    return _crop(_lax_conv(x, kernel, padding, stride, lhs_dilation), crop)
 
 
 class Conv(nn.Module):
@@ -307,7 +330,8 @@ class Conv(nn.Module):
     padding 0) run as "SAME convolution, then crop": XLA:CPU computes a VALID convolution about
     3x slower than a SAME one of the same size (measured: 84 ms vs 30 ms for 256->256 3x3 at
     64x64), and the interior that the crop keeps is exactly the VALID result. The kernel gradient
-    goes through `conv2d`'s `wgrad` choice.
+    goes through `conv2d`'s `wgrad` choice; on the tap-GEMM path it is taken over the VALID positions
+    only (`conv2d(crop=...)`).
     """
 
     features: int
@@ -324,7 +348,5 @@ class Conv(nn.Module):
         crop = 0
         if p == 0 and k % 2 == 1 and k > 1:
             p = crop = (k - 1) // 2  # SAME
-        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), ((p, p), (p, p)), self.wgrad)
-        if crop:
-            y = y[:, crop:-crop, crop:-crop, :]
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), ((p, p), (p, p)), self.wgrad, crop=crop)
         return y + bias.astype(self.dtype)

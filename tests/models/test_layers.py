@@ -95,20 +95,22 @@ def test_instance_norm_per_sample_and_channel():
 
 
 @pytest.mark.parametrize(
-    "shape,k,padding,stride,dilation",
+    "shape,k,padding,stride,dilation,crop",
     [
-        ((2, 9, 11, 20), 3, ((1, 1), (1, 1)), 1, 1),  # translator / StyleGAN2 3x3
-        ((1, 12, 10, 16), 4, ((1, 1), (1, 1)), 1, 1),  # PatchGAN 4x4
-        ((1, 8, 8, 32), 7, ((3, 3), (3, 3)), 1, 1),  # translator stem
-        ((2, 9, 11, 20), 3, ((0, 0), (0, 0)), 2, 1),  # StyleGAN2 D conv2 (odd input after the blur)
-        ((2, 10, 10, 20), 3, ((0, 0), (0, 0)), 2, 1),  # even input: the last row is never read
-        ((1, 5, 5, 17), 1, ((0, 0), (0, 0)), 2, 1),  # D skip 1x1 stride 2
-        ((2, 6, 5, 3), 1, ((0, 0), (0, 0)), 1, 1),  # D's first 1x1 conv on RGB
-        ((2, 7, 6, 20), 3, ((2, 2), (2, 2)), 1, 2),  # StyleGAN2 upsampling conv (transposed, stride 2)
-        ((2, 6, 6, 20), 3, ((1, 0), (2, 1)), 1, 2),  # asymmetric padding with dilation
+        ((2, 9, 11, 20), 3, ((1, 1), (1, 1)), 1, 1, 0),  # translator / StyleGAN2 3x3
+        ((2, 9, 11, 20), 3, ((1, 1), (1, 1)), 1, 1, 1),  # translator ResnetBlock: SAME, then crop (= VALID)
+        ((1, 12, 11, 16), 7, ((3, 3), (3, 3)), 1, 1, 3),  # 7x7 SAME, then crop
+        ((1, 12, 10, 16), 4, ((1, 1), (1, 1)), 1, 1, 0),  # PatchGAN 4x4
+        ((1, 8, 8, 32), 7, ((3, 3), (3, 3)), 1, 1, 0),  # translator stem
+        ((2, 9, 11, 20), 3, ((0, 0), (0, 0)), 2, 1, 0),  # StyleGAN2 D conv2 (odd input after the blur)
+        ((2, 10, 10, 20), 3, ((0, 0), (0, 0)), 2, 1, 0),  # even input: the last row is never read
+        ((1, 5, 5, 17), 1, ((0, 0), (0, 0)), 2, 1, 0),  # D skip 1x1 stride 2
+        ((2, 6, 5, 3), 1, ((0, 0), (0, 0)), 1, 1, 0),  # D's first 1x1 conv on RGB
+        ((2, 7, 6, 20), 3, ((2, 2), (2, 2)), 1, 2, 0),  # StyleGAN2 upsampling conv (transposed, stride 2)
+        ((2, 6, 6, 20), 3, ((1, 0), (2, 1)), 1, 2, 0),  # asymmetric padding with dilation
     ],
 )
-def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation):
+def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation, crop):
     """The GEMM kernel gradient and the transposed-convolution input gradient vs XLA's own rules, to
     first order and to second order (an R1-style penalty: grad wrt the kernel of |grad wrt x|^2).
     Tolerance: 1e-4 of the largest gradient (float32 summation-order differences only)."""
@@ -117,8 +119,12 @@ def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 24)) / k, jnp.float32)
-    conv = lambda mode: lambda x, w: layers.conv2d(x, w, padding, mode, stride=stride, lhs_dilation=dilation)  # noqa: E731
+    conv = lambda mode: lambda x, w: layers.conv2d(  # noqa: E731
+        x, w, padding, mode, stride=stride, lhs_dilation=dilation, crop=crop)
     y = conv("xla")(x, w)
+    if crop:  # SAME then crop is the VALID convolution
+        valid = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        np.testing.assert_allclose(np.asarray(y), np.asarray(valid), rtol=0, atol=1e-5 * float(np.max(np.abs(valid))))
     cot = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
 
     def close(got, want):
@@ -146,6 +152,8 @@ def test_conv2d_rejects_bad_options():
         layers.conv2d(x, w, ((1, 1), (1, 1)), "gemm", stride=2, lhs_dilation=2)
     with pytest.raises(ValueError, match="non-negative"):
         layers.conv2d(x, w, ((-1, 1), (1, 1)), "gemm")
+    with pytest.raises(ValueError, match="crop needs stride 1"):
+        layers.conv2d(x, w, ((1, 1), (1, 1)), "gemm", stride=2, crop=1)
 
 
 def _conv_kernel_shapes(jaxpr) -> list[tuple[int, ...]]:
