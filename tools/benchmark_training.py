@@ -11,6 +11,10 @@ is `tests/torch_reference/cut_training.training_iteration` (the official code's 
 only). Timings are medians after a warm-up, JAX and PyTorch interleaved so that background load
 affects both alike; `images_per_s` = batch / median step time; JAX compile time is reported apart.
 Cases are HxWxB; B > 1 runs JAX only (the official code supports batch 1 only, docs/reference.md §2.10 Q6).
+On a GPU the PyTorch side runs on CUDA, and the rows add the peak device memory (JAX: the process's
+peak so far, so give the cases smallest first; PyTorch: `torch.cuda.max_memory_allocated`):
+
+    python tools/benchmark_training.py --cases 256x256x1 256x256x8 256x256x32 --dtypes float32 bfloat16
 `--wgrads auto xla` compares the two formulations of the convolution kernel gradient
 (`scenimefy_jax.models.layers.conv2d`: shifted GEMMs on CPU vs XLA's own transpose rule).
 """
@@ -60,28 +64,34 @@ def jax_runner(h, w, b, dtype, return_compiled=False):
     return (run, compile_s, compiled) if return_compiled else (run, compile_s)
 
 
-def torch_runner(h, w):
+def torch_runner(h, w, device="cpu"):
     import torch
 
     from tests.torch_reference import cut_networks as ref_g
     from tests.torch_reference import cut_training as ref
 
+    device = torch.device(device)
+    if device.type == "cuda":  # the reference makes its constants (eye, zeros) on the default device
+        torch.set_default_device(device)
     torch.manual_seed(0)
     nets = {
         "G": ref_g.ResnetGenerator(), "D": ref.NLayerDiscriminator(3), "D_p": ref.NLayerDiscriminator(6),
         "F": ref.PatchSampleF(), "F_s": ref.PatchSampleF(),
     }
     opts = {k: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for k, m in nets.items()}
-    batch = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(0, 3, 1, 2))) for k, v in _batch(h, w, 1).items()}
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(0, 3, 1, 2))).to(device)
+             for k, v in _batch(h, w, 1).items()}
     # Patch positions per nce layer, as PatchSampleF draws them (randperm, first 256).
     sizes = [(h + 6) * (w + 6), h * w, h * w // 4, h * w // 16, h * w // 16]
     gen = torch.Generator().manual_seed(0)
 
     def ids():
-        return [torch.randperm(n, generator=gen)[: min(256, n)] for n in sizes]
+        return [torch.randperm(n, generator=gen, device="cpu")[: min(256, n)].to(device) for n in sizes]
 
     def run():
         ref.training_iteration(nets, opts, batch, ids(), ids(), epoch=1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     return run
 
@@ -104,6 +114,8 @@ def main(argv=None) -> int:
     default_min_channels = layers.WGRAD_MIN_CHANNELS
     torch.set_num_threads(os.cpu_count() or 1)
     backend = jax.default_backend()
+    # PyTorch runs where JAX does: on the CPU, or on CUDA beside a JAX GPU run.
+    torch_device = "cpu" if backend == "cpu" else "cuda" if backend == "gpu" and torch.cuda.is_available() else None
     results = []
     for case in args.cases or ["128x128x1", "256x256x1", "256x256x4"]:
         h, w, b = (int(v) for v in case.split("x"))
@@ -112,8 +124,8 @@ def main(argv=None) -> int:
             layers.WGRAD_MIN_CHANNELS = default_min_channels if wgrad == "auto" else 1 << 30
             run_jax, compile_s = jax_runner(h, w, b, dtype)
             run_jax()  # warm-up
-            with_torch = not args.no_torch and b == 1 and dtype == "float32" and backend == "cpu"
-            run_torch = torch_runner(h, w) if with_torch else None
+            with_torch = not args.no_torch and b == 1 and dtype == "float32" and torch_device is not None
+            run_torch = torch_runner(h, w, torch_device) if with_torch else None
             if run_torch:
                 run_torch()  # warm-up
             jax_times, torch_times = [], []
@@ -130,6 +142,11 @@ def main(argv=None) -> int:
                    "jax_compile_s": round(compile_s, 2)}
             jax_s = statistics.median(jax_times)
             row.update(jax_step_s=round(jax_s, 3), jax_images_per_s=round(b / jax_s, 4))
+            peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+            if peak is not None:  # the process's peak so far: cases run in the order given
+                row["jax_peak_memory_gib"] = round(peak / 2**30, 2)
+            if run_torch and torch_device == "cuda":
+                row["torch_peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             if torch_times:
                 torch_s = statistics.median(torch_times)
                 row.update(torch_step_s=round(torch_s, 3), torch_images_per_s=round(1 / torch_s, 4),
