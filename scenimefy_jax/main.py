@@ -19,6 +19,7 @@ USAGE_ERROR = 2  # exit status for a bad command line or config value (0: done, 
 
 JOBS = {
     "translate": "scenimefy_jax.inference.cli",
+    "translate_video": "scenimefy_jax.video.translate_video",
     "segment": "scenimefy_jax.segmentation.cli",
     "evaluate": "scenimefy_jax.evaluation.job",
     "pseudo_pairs": "scenimefy_jax.pseudo_pairs.job",

@@ -7,10 +7,15 @@ transpose and a reader of either side can find the other.
 The official forward is a walk over `nn.Sequential` indices 0..31 that can record the output of
 chosen indices (the `nce_layers` taps used by PatchNCE/SRC, docs/reference.md §1.6). `ResnetGenerator` keeps that
 walk explicit, so a tap index here means exactly what it means in the official code.
+
+For video, `ResnetGenerator(..., norm_stats=..., smoothing=...)` normalises every InstanceNorm layer
+with an exponential moving average of its per-channel statistics over frames instead of the frame's
+own (docs/video.md); without those arguments the forward is the official one, unchanged.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Callable, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -23,6 +28,39 @@ NCE_LAYERS = (0, 4, 8, 12, 16)
 
 LAST_ENCODER_LAYER = 16
 
+NormStats = list  # [(mean, var), ...]: one pair per InstanceNorm layer in forward order, each [B, 1, 1, C] float32
+
+
+class SmoothedInstanceNorm:
+    """InstanceNorm2d(affine=False) whose statistics are blended with those of the previous frame.
+
+    Each call is the next InstanceNorm layer of the forward (the generator calls them in a fixed
+    order). It takes the layer input's own per-sample, per-channel mean and biased variance in
+    float32 (as `layers.instance_norm` does), blends them as `smoothing * previous + (1 - smoothing)
+    * own`, normalises with the blend and records it in `used`, the state to pass with the next frame.
+    With no `previous` (`()`) the own statistics are used, and recorded, unchanged.
+    """
+
+    def __init__(self, previous: NormStats | tuple, smoothing: Union[float, jax.Array], eps: float = 1e-5):
+        self.previous = list(previous)
+        self.smoothing = smoothing
+        self.eps = eps
+        self.used: NormStats = []
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
+        if self.previous:
+            if len(self.used) >= len(self.previous):
+                raise ValueError(f"norm_stats holds {len(self.previous)} layers; the generator has more")
+            prev_mean, prev_var = self.previous[len(self.used)]
+            a = jnp.asarray(self.smoothing, jnp.float32)
+            mean = a * prev_mean + (1 - a) * mean
+            var = a * prev_var + (1 - a) * var
+        self.used.append((mean, var))
+        return ((x32 - mean) * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
+
 
 class ResnetBlock(nn.Module):
     """`x + [reflect-pad, conv3x3, IN, ReLU, reflect-pad, conv3x3, IN](x)` (docs/reference.md §1.4)."""
@@ -31,11 +69,11 @@ class ResnetBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, norm: Callable[[jax.Array], jax.Array] = instance_norm) -> jax.Array:
         h = Conv(self.dim, 3, dtype=self.dtype, name="conv_block_1")(reflect_pad(x, 1))
-        h = nn.relu(instance_norm(h))
+        h = nn.relu(norm(h))
         h = Conv(self.dim, 3, dtype=self.dtype, name="conv_block_5")(reflect_pad(h, 1))
-        return x + instance_norm(h)
+        return x + norm(h)
 
 
 class ResnetGenerator(nn.Module):
@@ -51,8 +89,8 @@ class ResnetGenerator(nn.Module):
     output_nc: int = 3
     dtype: jnp.dtype = jnp.float32
 
-    def _modules(self) -> list[Callable[[jax.Array], jax.Array]]:
-        """The official `nn.Sequential`, one callable per PyTorch module index."""
+    def _modules(self, norm: Callable[[jax.Array], jax.Array] = instance_norm) -> list[Callable[[jax.Array], jax.Array]]:
+        """The official `nn.Sequential`, one callable per PyTorch module index; `norm` is every InstanceNorm."""
         ngf, dt, n = self.ngf, self.dtype, self.n_blocks
         up = 12 + n  # index of the first Upsample: 21 for nine blocks
 
@@ -62,26 +100,27 @@ class ResnetGenerator(nn.Module):
         layers: list[Callable[[jax.Array], jax.Array]] = [
             pad3,  # 0
             Conv(ngf, 7, dtype=dt, name="model_1"),
-            instance_norm,  # 2
+            norm,  # 2
             nn.relu,  # 3
             Conv(ngf * 2, 3, padding=1, dtype=dt, name="model_4"),
-            instance_norm,  # 5
+            norm,  # 5
             nn.relu,  # 6
             blur_downsample,  # 7
             Conv(ngf * 4, 3, padding=1, dtype=dt, name="model_8"),
-            instance_norm,  # 9
+            norm,  # 9
             nn.relu,  # 10
             blur_downsample,  # 11
         ]
-        layers += [ResnetBlock(ngf * 4, dtype=dt, name=f"model_{12 + i}") for i in range(n)]
+        blocks = [ResnetBlock(ngf * 4, dtype=dt, name=f"model_{12 + i}") for i in range(n)]
+        layers += [functools.partial(block, norm=norm) for block in blocks]
         layers += [
             blur_upsample,  # 21
             Conv(ngf * 2, 3, padding=1, dtype=dt, name=f"model_{up + 1}"),
-            instance_norm,  # 23
+            norm,  # 23
             nn.relu,  # 24
             blur_upsample,  # 25
             Conv(ngf, 3, padding=1, dtype=dt, name=f"model_{up + 5}"),
-            instance_norm,  # 27
+            norm,  # 27
             nn.relu,  # 28
             pad3,  # 29
             Conv(self.output_nc, 7, dtype=dt, name=f"model_{up + 9}"),
@@ -95,6 +134,9 @@ class ResnetGenerator(nn.Module):
         x: jax.Array,
         nce_layers: Sequence[int] = (),
         encode_only: bool = False,
+        *,
+        norm_stats: NormStats | tuple | None = None,
+        smoothing: Union[float, jax.Array] = 0.0,
     ):
         """Translate `x` `[B, H, W, 3]`.
 
@@ -102,19 +144,32 @@ class ResnetGenerator(nn.Module):
         list of module outputs at those indices (NHWC, in the order given); with
         `encode_only=True`, only the taps, stopping after the last requested index as the
         official `encode_only` path does.
+
+        `norm_stats` (video smoothing, off when None): the InstanceNorm statistics used for the
+        previous frame (`NormStats`, as returned here), or `()` for none yet. Every InstanceNorm layer
+        then normalises with `smoothing * previous + (1 - smoothing) * own` (`SmoothedInstanceNorm`)
+        and the call returns `(image, stats_used)`, the state for the next frame. `smoothing` 0 gives
+        the frame's own statistics, so the image equals the plain forward up to float rounding.
         """
         wanted = sorted(set(nce_layers))
         if encode_only and not wanted:
             raise ValueError("encode_only=True needs at least one nce layer")
+        smoothed = None
+        if norm_stats is not None:
+            if wanted:
+                raise ValueError("norm_stats (video smoothing) cannot be combined with nce_layers")
+            smoothed = SmoothedInstanceNorm(norm_stats, smoothing)
         taps: dict[int, jax.Array] = {}
         h = x.astype(self.dtype)
-        for index, module in enumerate(self._modules()):
+        for index, module in enumerate(self._modules() if smoothed is None else self._modules(smoothed)):
             h = module(h)
             if index in wanted:
                 taps[index] = h
             if encode_only and index == wanted[-1]:
                 return [taps[i] for i in nce_layers]
         image = h.astype(jnp.float32)
+        if smoothed is not None:
+            return image, smoothed.used
         if wanted:
             return image, [taps[i] for i in nce_layers]
         return image
