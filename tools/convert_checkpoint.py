@@ -33,11 +33,14 @@ def main(argv=None) -> int:
     if os.path.exists(args.output) and not args.overwrite:
         print(f"error: {args.output} already exists (use --overwrite to replace it)", file=sys.stderr)
         return 2
+    if not os.path.exists(args.source):
+        print(f"error: {args.source}: no such file or directory", file=sys.stderr)
+        return 2
     try:
         converted = convert.convert_file(args.source, kind=args.kind)
-    except (convert.CheckpointError, ValueError) as e:
+    except (convert.CheckpointError, ValueError) as e:  # corrupt, or not a checkpoint this converts
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2  # the README's convention: a bad file given on the command line
     source = {
         "file": os.path.basename(args.source),
         "path": os.path.abspath(args.source),

@@ -118,3 +118,14 @@ def test_tool_writes_an_orbax_model_with_metadata(pth, tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, saved.params, direct)
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_tool_refuses_a_bad_or_missing_file_with_exit_status_2(tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    for source in (corrupt, tmp_path / "missing.pth"):
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), str(source), str(tmp_path / "o")]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and str(source) in lines[0], done.stderr
+        assert not (tmp_path / "o").exists()
