@@ -220,6 +220,9 @@ def table(jax_side, torch_side) -> str:
             rows.append(f"| {fam} | {j:.0f} | {t:.0f} |" if torch_side else f"| {fam} | {j:.0f} | |")
     rows.append(f"| **busy time (JAX thunks / aten self times)** | {jax_side['thunks_ms']:.0f} | "
                 f"{torch_side['ops_ms'] if torch_side else 0:.0f} |")
+    rows.append(f"| not attributed: work no traced thunk covers (asynchronous dots: their events cover the launch) | "
+                f"{jax_side['wall_ms'] - jax_side['thunks_ms']:.0f} | "
+                f"{torch_side['wall_ms'] - torch_side['ops_ms'] if torch_side else 0:.0f} |")
     rows.append(f"| wall time of the iteration (profiled) | {jax_side['wall_ms']:.0f} | "
                 f"{torch_side['wall_ms'] if torch_side else 0:.0f} |")
     return "\n".join(rows)
