@@ -43,7 +43,7 @@ from scenimefy_jax.losses import clip_losses, content
 from scenimefy_jax.losses import stylegan as sg_losses
 from scenimefy_jax.models import stylegan2 as sg
 from scenimefy_jax.models.clip import CLIPVisionModel, encode_images
-from scenimefy_jax.models.vgg import CONV4_4, VGG19Features
+from scenimefy_jax.models.vgg import VGG19Features
 
 FAITHFUL_TO = ("official_code", "paper")
 INIT_FROM = ("g", "g_ema")

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from scenimefy_jax.data import demo, images, pipeline
+from scenimefy_jax.data import demo, pipeline
 
 SIZE = 16
 

@@ -1,7 +1,6 @@
 """LSGAN and VGG content losses vs PyTorch (`MSELoss` forms of docs/reference.md §2.6), value and gradient;
 the total generator objective (docs/reference.md §2.7) vs its formula. Tolerance: float32, 1e-6 relative."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

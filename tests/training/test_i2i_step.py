@@ -17,7 +17,6 @@ What is compared, for every parameter of all five networks:
 """
 import jax
 import numpy as np
-import optax
 import pytest
 
 torch = pytest.importorskip("torch")
