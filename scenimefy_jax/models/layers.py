@@ -259,25 +259,28 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_gra
     ho, wo = dy.shape[1], dy.shape[2]
     if (dh, dw_) == (1, 1):
         (p0, p1), (q0, q1) = padding
-        src, other = jnp.pad(x, ((0, 0), (p0, p1), (q0, q1), (0, 0))), dy.reshape(-1, c_out)
+        src, other = jnp.pad(x, ((0, 0), (p0, p1), (q0, q1), (0, 0))), dy.reshape(b, -1, c_out)
         span, step = (sh * (ho - 1) + 1, sw * (wo - 1) + 1), (sh, sw)
         origin = lambda i, j: (i, j)  # noqa: E731
         product = lambda window, other: jnp.einsum(  # noqa: E731
-            "nc,nd->cd", window.reshape(-1, c_in), other, preferred_element_type=jnp.float32)
+            "bnc,bnd->bcd", window.reshape(b, -1, c_in), other, preferred_element_type=jnp.float32)
     else:
         (p0, _), (q0, _) = padding
         lo_h, lo_w = kh - 1, kw - 1
         hi_h = max(0, p0 + dh * (h - 1) + 1 - ho)
         hi_w = max(0, q0 + dw_ * (w - 1) + 1 - wo)
-        src, other = jnp.pad(dy, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0))), x.reshape(-1, c_in)
+        src, other = jnp.pad(dy, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0))), x.reshape(b, -1, c_in)
         span, step = (dh * (h - 1) + 1, dw_ * (w - 1) + 1), (dh, dw_)
         origin = lambda i, j: (p0 - i + lo_h, q0 - j + lo_w)  # noqa: E731
         product = lambda window, other: jnp.einsum(  # noqa: E731
-            "nc,nd->cd", other, window.reshape(-1, c_out), preferred_element_type=jnp.float32)
+            "bnc,bnd->bcd", other, window.reshape(b, -1, c_out), preferred_element_type=jnp.float32)
 
     def tap(_, t):
         # One tap per iteration of a loop: the windows are copied one at a time, so the program never
-        # holds all kh * kw of them (9 copies of the input would be GBs at 256x256).
+        # holds all kh * kw of them (9 copies of the input would be GBs at 256x256). The products
+        # keep the batch axis and the sum over it comes after the loop: with the batch split over
+        # devices or hosts the loop body then needs no collective (an all-reduce inside two
+        # independent loops can run in different orders on different hosts and deadlock).
         r0, c0 = origin(t // kw, t % kw)
         window = jax.lax.dynamic_slice(src, (0, r0, c0, 0), (b, span[0], span[1], src.shape[3]))
         if step != (1, 1):
@@ -285,7 +288,7 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_gra
         return None, product(window, other)
 
     _, dw = jax.lax.scan(tap, None, jnp.arange(kh * kw))
-    dw = dw.reshape(kh, kw, c_in, c_out)
+    dw = jnp.sum(dw, axis=1).reshape(kh, kw, c_in, c_out)
     return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 

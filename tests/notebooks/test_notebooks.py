@@ -51,9 +51,15 @@ def execute_demo(name, tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as the timings in the notebooks assume
-    client = NotebookClient(nb, km=_kernel_manager(tmp_path), timeout=CELL_TIMEOUT,
-                            resources={"metadata": {"path": str(work)}})
-    client.execute()  # raises CellExecutionError (with the cell's source and traceback) on any error
+    km = _kernel_manager(tmp_path)
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(work)}})
+    try:
+        client.execute()  # raises CellExecutionError (with the cell's source and traceback) on any error
+    finally:
+        # nbclient shuts down only kernels it started itself; this one (GBs of JAX state) would
+        # otherwise outlive the test.
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return nb, work
 
 
