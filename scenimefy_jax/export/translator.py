@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scenimefy_jax.data import atomic
+
 FORMATS = ("orbax", "onnx", "jax_export")
 """`orbax`: the package's model directory (`model_io.save_model`); `onnx`: an ONNX file (jax2onnx);
 `jax_export`: serialized `jax.export` StableHLO."""
@@ -113,21 +115,6 @@ def _shareable(source: dict) -> dict:
     return {k: v for k, v in source.items() if k != "path"}
 
 
-def write_file_atomically(path: str, data: bytes) -> None:
-    """Writes `data` under a temporary name in the same folder, then renames it to `path`, so a reader
-    never sees a half-written file and an interrupted export leaves nothing under the final name."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def export_translator(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -185,7 +172,7 @@ def export_translator(
                                           platforms=platforms or stablehlo.PLATFORMS)
     try:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        write_file_atomically(out, data)
+        atomic.write_bytes(out, data)  # a reader never sees a half-written file
     except OSError as e:
         raise ExportError(f"{out}: cannot be written: {e.strerror or e}") from e
     return out
