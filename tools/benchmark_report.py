@@ -1,5 +1,6 @@
 """What every benchmark in tools/ records beside its numbers: machine, package versions, date; and the
-JSON writer. One place, so the four benchmark scripts describe their runs the same way."""
+JSON writer, and the interleaved timer. One place, so the benchmark scripts describe and time their runs the
+same way."""
 from __future__ import annotations
 
 import datetime
@@ -7,7 +8,9 @@ import importlib
 import json
 import os
 import platform
-from typing import Any
+import statistics
+import time
+from typing import Any, Callable
 
 
 def machine_info() -> dict:
@@ -48,6 +51,19 @@ def write_report(path: str, report: dict[str, Any], *, packages: tuple[str, ...]
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     return path
+
+
+def interleaved_median_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median ms per name of `repeats` rounds that call every function once, in order (warm them up first).
+
+    Interleaving spreads background load and cache state alike over the contenders."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def parse_batch_sizes(values: list[str]) -> list[int]:

@@ -16,16 +16,14 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_report import write_report  # noqa: E402
+from tools.benchmark_report import interleaved_median_ms, write_report  # noqa: E402
 
 CASES = [  # (op, NHWC shape): the shapes of the 128x128 translation step, batch 3
     ("blur_downsample", (3, 128, 128, 128)), ("blur_downsample", (3, 64, 64, 256)),
@@ -84,15 +82,6 @@ def _torch(op, channels):
     return lambda x: F.pad(x, (p, p, p, p), mode="reflect")
 
 
-def _median_ms(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
@@ -124,13 +113,12 @@ def main(argv=None) -> int:
         torch_step()
         torch_grad = xt.grad.numpy().transpose(0, 2, 3, 1)
         jax.block_until_ready(fwd(x))
-        timings = {"jax_forward": [], "jax_vjp_custom": [], "jax_vjp_derived": [], "torch_forward_backward": []}
-        for _ in range(args.repeats):  # interleaved, one call each per round
-            timings["jax_forward"].append(_median_ms(lambda: jax.block_until_ready(fwd(x)), 1))
-            for name, v in vjps.items():
-                timings[f"jax_vjp_{name}"].append(_median_ms(lambda v=v: jax.block_until_ready(v(x, g)), 1))
-            timings["torch_forward_backward"].append(_median_ms(torch_step, 1))
-        row = {"op": op, "shape_nhwc": list(shape), **{k: round(statistics.median(v), 2) for k, v in timings.items()},
+        timings = interleaved_median_ms({
+            "jax_forward": lambda: jax.block_until_ready(fwd(x)),
+            **{f"jax_vjp_{name}": (lambda v=v: jax.block_until_ready(v(x, g))) for name, v in vjps.items()},
+            "torch_forward_backward": torch_step,
+        }, args.repeats)
+        row = {"op": op, "shape_nhwc": list(shape), **{k: round(v, 2) for k, v in timings.items()},
                "max_abs_diff_custom_vs_derived": float(np.abs(got["custom"] - got["derived"]).max()),
                "max_abs_diff_custom_vs_torch": float(np.abs(got["custom"] - torch_grad).max())}
         print(json.dumps(row), flush=True)

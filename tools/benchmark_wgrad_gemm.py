@@ -4,37 +4,28 @@
 
 `layers.conv2d` computes a kernel gradient on CPU as one `[K, C_in]^T @ [K, C_out]` product per kernel tap
 (K = batch x output pixels, docs/performance.md). This times nine such products at the shapes of the
-translation step's widest layers, the same arrays in each library, interleaved, and reports GFLOP/s: how
-fast the one op family where the JAX step is behind could be if XLA:CPU called a faster GEMM.
+translation step's widest layers, the same arrays in each library, one library after the other in one
+process, and reports GFLOP/s: how fast the one op family where the JAX step is behind could be if XLA:CPU
+called a faster GEMM. The libraries are not interleaved call by call: a library run right after another
+one's call finds that one's thread pool still spinning on the two cores, and measures that instead.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_report import write_report  # noqa: E402
+from tools.benchmark_report import interleaved_median_ms, write_report  # noqa: E402
 
 # (K, C_in, C_out): ResnetBlock conv at 128 and 256 px (batch 3: G on [x; y; x_p]), the 128-channel
 # convolutions next to the full-resolution ones at 128 px.
 SHAPES = ((3 * 32 * 32, 256, 256), (3 * 64 * 64, 256, 256), (3 * 128 * 128, 128, 64), (3 * 128 * 128, 64, 128))
 TAPS = 9
-
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
 
 
 def main(argv=None) -> int:
@@ -59,11 +50,17 @@ def main(argv=None) -> int:
         jx, jdy = jnp.asarray(x), jnp.asarray(dy)
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
         gflop = 2.0 * k * c_in * c_out * TAPS / 1e9
-        ms = {
-            "xla": _median_ms(lambda: xla_taps(jx, jdy).block_until_ready(), args.repeats),
-            "numpy": _median_ms(lambda: [x.T @ dy[i] for i in range(TAPS)], args.repeats),
-            "torch": _median_ms(lambda: [tx.T @ tdy[i] for i in range(TAPS)], args.repeats),
+        products = {
+            "xla": lambda: xla_taps(jx, jdy).block_until_ready(),
+            "numpy": lambda: [x.T @ dy[i] for i in range(TAPS)],
+            "torch": lambda: [tx.T @ tdy[i] for i in range(TAPS)],
         }
+        # One library at a time, warm-up then its timed calls: interleaved, each library ran into the thread
+        # pools still spinning from the previous one's call (MKL fell from ~300 to 131 GF/s at K = 3072).
+        ms = {}
+        for lib, product in products.items():
+            product()
+            ms[lib] = interleaved_median_ms({lib: product}, args.repeats)[lib]
         row = {"K": k, "c_in": c_in, "c_out": c_out, "taps": TAPS, "gflop": round(gflop, 3)}
         for lib, t in ms.items():
             row[f"{lib}_ms"] = round(t, 2)
@@ -80,7 +77,8 @@ def main(argv=None) -> int:
     path = args.output or os.path.join(ROOT, "benchmarks", f"wgrad_gemm_{jax.default_backend()}.json")
     write_report(path, {
         "what": f"{TAPS} products [K, C_in]^T @ [K, C_out] (float32, the tap GEMMs of a 3x3 kernel gradient), "
-                "median ms and GFLOP/s per library, interleaved in one process",
+                "median ms and GFLOP/s per library; each library warmed up and timed in a block, one after the "
+                "other in one process (not interleaved: the previous library's spinning threads slow the next)",
         "libraries": {"xla": "jax.jit of jnp matmuls (XLA:CPU's dot)", "numpy": "numpy's BLAS (OpenBLAS wheel)",
                       "torch": f"torch.mm on CPU (BLAS_INFO={blas})"},
         "load_average_at_end": list(os.getloadavg()),
