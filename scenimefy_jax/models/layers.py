@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scenimefy_jax.kernels import onednn
+
 
 
 def xavier_normal(gain: float = 0.02) -> nn.initializers.Initializer:
@@ -177,6 +179,12 @@ kernel position with 3 outputs is a memory-bound copy of the input per tap (the 
 7x7 conv, 64 -> 3 at 128x128, batch 3: 507 ms by taps, 70 ms by XLA; docs/performance.md)."""
 
 
+CPU_WGRAD = "onednn"
+"""What `conv2d(wgrad="auto")` takes for wide convolutions on CPU: "onednn" (where available, else
+"gemm") or "gemm". A process-wide preference for benchmarks and comparisons
+(`tools/benchmark_training.py --wgrads`), read when a step is traced."""
+
+
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
 
@@ -205,20 +213,21 @@ def _crop(y, crop):
     return y[:, crop : y.shape[1] - crop, crop : y.shape[2] - crop, :] if crop else y
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop=0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop=0, kernel_grad="taps"):
     return _crop(_lax_conv(x, kernel, padding, stride, lhs_dilation), crop)
 
 
-def _conv_gemm_fwd(x, kernel, padding, stride, lhs_dilation, crop):
+def _conv_gemm_fwd(x, kernel, padding, stride, lhs_dilation, crop, kernel_grad):
     # The primal goes through `_conv_gemm` itself, not `_lax_conv`: under a second derivative (R1)
     # the outer differentiation then meets this custom rule again instead of XLA's convolution
     # transpose, which XLA:CPU leaves in a slow non-canonical form inside `lax.cond` branches
     # (measured 19x slower for a 256-channel 3x3 R1 step).
-    return _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop), (x, kernel)
+    return _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop, kernel_grad), (x, kernel)
 
 
-def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_grad=True, kernel_grad=True):
+def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, kernel_grad, residuals, dy, input_grad=True,
+                   want_kernel_grad=True):
     """Input gradient as the transposed convolution (itself a `_conv_gemm`, so a second derivative,
     as in R1, again takes the GEMM path); kernel gradient as one GEMM per kernel tap.
 
@@ -234,13 +243,17 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_gra
     convolution with `crop` less padding. The input gradient goes through the padded convolution (the
     fast form on XLA:CPU, see `Conv`) with dy zero-padded back; the kernel gradient takes its taps
     with the smaller padding, so it never multiplies the zero ring.
+
+    `kernel_grad` "onednn" (no input dilation): the kernel gradient is one call of oneDNN's
+    (`_onednn_wgrad`) instead of the tap loop.
     """
     x, kernel = residuals
     if crop:
         dy_full = jnp.pad(dy, ((0, 0), (crop, crop), (crop, crop), (0, 0)))
-        dx, _ = _conv_gemm_bwd(padding, stride, lhs_dilation, 0, (x, kernel), dy_full, kernel_grad=False)
+        dx, _ = _conv_gemm_bwd(padding, stride, lhs_dilation, 0, kernel_grad, (x, kernel), dy_full,
+                               want_kernel_grad=False)
         inner = tuple((lo - crop, hi - crop) for lo, hi in padding)
-        _, dw = _conv_gemm_bwd(inner, stride, lhs_dilation, 0, (x, kernel), dy, input_grad=False)
+        _, dw = _conv_gemm_bwd(inner, stride, lhs_dilation, 0, kernel_grad, (x, kernel), dy, input_grad=False)
         return dx, dw
     kh, kw, c_in, c_out = kernel.shape
     b, h, w, _ = x.shape
@@ -253,9 +266,11 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_gra
         (dx,) = jax.linear_transpose(lambda v: _lax_conv(v, kernel, padding, stride, lhs_dilation), x)(dy)
     else:
         flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
-        dx = _conv_gemm(dy, flipped, geo, lhs_dilation, stride)
-    if not kernel_grad:
+        dx = _conv_gemm(dy, flipped, geo, lhs_dilation, stride, 0, kernel_grad)
+    if not want_kernel_grad:
         return dx.astype(x.dtype), None
+    if kernel_grad == "onednn" and (dh, dw_) == (1, 1):
+        return dx.astype(x.dtype), _onednn_wgrad(x, dy, (kh, kw), padding, stride).astype(kernel.dtype)
     ho, wo = dy.shape[1], dy.shape[2]
     if (dh, dw_) == (1, 1):
         (p0, p1), (q0, q1) = padding
@@ -295,6 +310,30 @@ def _conv_gemm_bwd(padding, stride, lhs_dilation, crop, residuals, dy, input_gra
 _conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _onednn_wgrad(x, dy, kernel_hw, padding, stride):
+    """oneDNN's kernel gradient (`kernels.onednn.conv_wgrad`) with its own derivative, so that a
+    second derivative through a convolution (R1) works on this path too. The map is bilinear:
+    `<G, dW(x, dy)> = <dy, conv(x, G)>`, so the cotangent `G` gives `dy_bar = conv(x, G)` and
+    `x_bar` = the input gradient of `conv(., G)` at `dy`."""
+    return onednn.conv_wgrad(x, dy, kernel_hw, padding, stride)
+
+
+def _onednn_wgrad_fwd(x, dy, kernel_hw, padding, stride):
+    return _onednn_wgrad(x, dy, kernel_hw, padding, stride), (x, dy)
+
+
+def _onednn_wgrad_bwd(kernel_hw, padding, stride, residuals, g):
+    x, dy = residuals
+    g = g.astype(x.dtype)
+    dy_bar = _conv_gemm(x, g, padding, stride, (1, 1), 0, "onednn")
+    x_bar, _ = _conv_gemm_bwd(padding, stride, (1, 1), 0, "onednn", (x, g), dy, want_kernel_grad=False)
+    return x_bar, dy_bar.astype(dy.dtype)
+
+
+_onednn_wgrad.defvjp(_onednn_wgrad_fwd, _onednn_wgrad_bwd)
+
+
 def conv2d(
     x: jax.Array,
     kernel: jax.Array,
@@ -310,26 +349,38 @@ def conv2d(
     convolution with the flipped kernel). Not both a stride and a dilation above 1.
 
     `wgrad` picks how the kernel gradient is computed: "xla" (XLA's transpose rule), "gemm" (matrix
-    products per kernel tap, see `_conv_gemm_bwd`), or "auto": "gemm" on CPU for kernels with at
-    least `WGRAD_MIN_CHANNELS` input and output channels, "xla" elsewhere (GPU/TPU convolution
-    libraries are fast). Both give the same gradients, first and second order, up to float32 summation order.
+    products per kernel tap, see `_conv_gemm_bwd`), "onednn" (oneDNN's kernel gradient through an XLA
+    custom call, `kernels.onednn`; CPU, no input dilation), or "auto": on CPU, for kernels with at
+    least `WGRAD_MIN_CHANNELS` input and output channels, "onednn" where it is available and the
+    program runs on one device (the custom call has no rule for splitting a batch over devices),
+    else "gemm"; "xla" everywhere else (GPU/TPU convolution libraries are fast). All give the same
+    gradients, first and second order, up to float32 summation order.
     `crop` removes that many rows and columns from every side of the output (stride 1, no dilation).
     """
     stride, lhs_dilation = _pair(stride), _pair(lhs_dilation)
     padding = tuple(_pair(p) for p in padding)
     if wgrad == "auto":
-        wide = min(kernel.shape[2], kernel.shape[3]) >= WGRAD_MIN_CHANNELS
-        wgrad = "gemm" if jax.default_backend() == "cpu" and wide else "xla"
-    if wgrad == "gemm":
+        wgrad = "xla"
+        if jax.default_backend() == "cpu" and min(kernel.shape[2], kernel.shape[3]) >= WGRAD_MIN_CHANNELS:
+            wgrad = "gemm"
+            if (CPU_WGRAD == "onednn" and max(lhs_dilation) == 1 and jax.device_count() == 1
+                    and onednn.available()):
+                wgrad = "onednn"
+    if wgrad == "onednn":
+        if max(lhs_dilation) > 1:
+            raise ValueError("conv2d: wgrad='onednn' does not take an input dilation")
+        if not onednn.available():
+            raise ValueError(f"conv2d: wgrad='onednn' is unavailable here: {onednn.status()[1]}")
+    if wgrad in ("gemm", "onednn"):
         if max(stride) > 1 and max(lhs_dilation) > 1:
             raise ValueError("conv2d: a stride and an input dilation together are not supported")
         if min(min(p) for p in padding) < 0:
             raise ValueError(f"conv2d: padding must be non-negative, got {padding}")
         if crop and (max(stride) > 1 or max(lhs_dilation) > 1):
             raise ValueError("conv2d: crop needs stride 1 and no input dilation")
-        return _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop)
+        return _conv_gemm(x, kernel, padding, stride, lhs_dilation, crop, "onednn" if wgrad == "onednn" else "taps")
     if wgrad != "xla":
-        raise ValueError(f"wgrad must be 'auto', 'gemm' or 'xla', got {wgrad!r}")
+        raise ValueError(f"wgrad must be 'auto', 'gemm', 'onednn' or 'xla', got {wgrad!r}")
     return _crop(_lax_conv(x, kernel, padding, stride, lhs_dilation), crop)
 
 

@@ -110,11 +110,19 @@ def test_instance_norm_per_sample_and_channel():
         ((2, 6, 6, 20), 3, ((1, 0), (2, 1)), 1, 2, 0),  # asymmetric padding with dilation
     ],
 )
-def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation, crop):
-    """The GEMM kernel gradient and the transposed-convolution input gradient vs XLA's own rules, to
-    first order and to second order (an R1-style penalty: grad wrt the kernel of |grad wrt x|^2).
-    Tolerance: 1e-4 of the largest gradient (float32 summation-order differences only)."""
+@pytest.mark.parametrize("mode", ["gemm", "onednn"])
+def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation, crop, mode):
+    """The GEMM kernel gradient ("gemm": per-tap products; "onednn": oneDNN's through a custom call)
+    and the transposed-convolution input gradient vs XLA's own rules, to first order and to second
+    order (an R1-style penalty: grad wrt the kernel of |grad wrt x|^2). Tolerance: 1e-4 of the
+    largest gradient (float32 summation-order differences only). oneDNN takes no input dilation:
+    there the mode must refuse."""
     import jax
+
+    from scenimefy_jax.kernels import onednn
+
+    if mode == "onednn" and not onednn.available():
+        pytest.skip(f"oneDNN kernel: {onednn.status()[1]}")
 
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -130,17 +138,21 @@ def test_gemm_gradients_equal_xla(shape, k, padding, stride, dilation, crop):
     def close(got, want):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-4 * float(np.max(np.abs(want))))
 
-    close(conv("gemm")(x, w), y)
-    loss = lambda mode: lambda x, w: jnp.sum(conv(mode)(x, w) * cot)  # noqa: E731
+    if mode == "onednn" and dilation > 1:
+        with pytest.raises(ValueError, match="input dilation"):
+            conv(mode)(x, w)
+        return
+    close(conv(mode)(x, w), y)
+    loss = lambda m: lambda x, w: jnp.sum(conv(m)(x, w) * cot)  # noqa: E731
     want = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
-    got = jax.jit(jax.grad(loss("gemm"), argnums=(0, 1)))(x, w)
+    got = jax.jit(jax.grad(loss(mode), argnums=(0, 1)))(x, w)
     for g, r in zip(got, want):
         close(g, r)
 
-    def r1(mode):
-        return lambda w, x: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(mode)(x, w))))(x) ** 2)
+    def r1(m):
+        return lambda w, x: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(m)(x, w))))(x) ** 2)
 
-    close(jax.jit(jax.grad(r1("gemm")))(w, x), jax.grad(r1("xla"))(w, x))
+    close(jax.jit(jax.grad(r1(mode)))(w, x), jax.grad(r1("xla"))(w, x))
 
 
 def test_conv2d_rejects_bad_options():
