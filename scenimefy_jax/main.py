@@ -102,6 +102,11 @@ def main(argv) -> None:
     # JAX probes every backend it knows at start and logs the absent ones (e.g. "Unable to initialize
     # backend 'tpu'") at INFO, which reads like an error on a CPU or GPU machine.
     py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
+    # Before any device is touched: reuse each execution's temporaries instead of mapping them afresh
+    # every step (scenimefy_jax/kernels/cpu_memory.py). Here, not in run_job: it is a process setting.
+    from scenimefy_jax.kernels import cpu_memory
+
+    logging.info("CPU memory: %s", cpu_memory.keep_freed_memory())
     sys.exit(run_job(_CONFIG.value))
 
 

@@ -15,8 +15,14 @@ On a GPU the PyTorch side runs on CUDA, and the rows add the peak device memory 
 peak so far, so give the cases smallest first; PyTorch: `torch.cuda.max_memory_allocated`):
 
     python tools/benchmark_training.py --cases 256x256x1 256x256x8 256x256x32 --dtypes float32 bfloat16
-`--wgrads auto xla` compares the two formulations of the convolution kernel gradient
-(`scenimefy_jax.models.layers.conv2d`: shifted GEMMs on CPU vs XLA's own transpose rule).
+`--wgrads auto gemm xla` compares the formulations of the convolution kernel gradient
+(`scenimefy_jax.models.layers.conv2d`): "auto" is the default (oneDNN's through a custom call on CPU
+where it is available, `scenimefy_jax.kernels.onednn`), "gemm" the per-tap GEMMs, "xla" XLA's own
+transpose rule.
+
+Like `python -m scenimefy_jax.main`, the process first keeps each execution's memory for the next
+(`scenimefy_jax.kernels.cpu_memory`: glibc's main heap for large blocks, CPU executions on the calling
+thread); both frameworks run under it. `--no-keep-memory` leaves the defaults, as before 2026-12-03.
 """
 from __future__ import annotations
 
@@ -101,14 +107,21 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="*", help="HxWxB cases (default: 128x128x1 256x256x1 256x256x4)")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per case and framework")
     parser.add_argument("--dtypes", nargs="*", default=["float32"], help="JAX compute dtypes (float32, bfloat16)")
-    parser.add_argument("--wgrads", nargs="*", default=["auto"], help="conv kernel-gradient formulations (auto, xla)")
+    parser.add_argument("--wgrads", nargs="*", default=["auto"], choices=["auto", "onednn", "gemm", "xla"],
+                        help="conv kernel-gradient formulations")
     parser.add_argument("--no-torch", action="store_true", help="JAX only")
+    parser.add_argument("--no-keep-memory", action="store_true",
+                        help="leave glibc's and JAX's memory defaults (see scenimefy_jax.kernels.cpu_memory)")
     parser.add_argument("--output", default="", help="JSON path (default: benchmarks/training_<backend>.json)")
     args = parser.parse_args(argv)
+    from scenimefy_jax.kernels import cpu_memory
+
+    memory = {"applied": False, "why": "--no-keep-memory"} if args.no_keep_memory else cpu_memory.keep_freed_memory()
 
     import jax
     import torch
 
+    from scenimefy_jax.kernels import onednn
     from scenimefy_jax.models import layers
 
     default_min_channels = layers.WGRAD_MIN_CHANNELS
@@ -120,14 +133,22 @@ def main(argv=None) -> int:
     for case in args.cases or ["128x128x1", "256x256x1", "256x256x4"]:
         h, w, b = (int(v) for v in case.split("x"))
         for dtype, wgrad in [(d, g) for d in args.dtypes for g in args.wgrads]:
-            # "xla": no convolution takes the GEMM kernel gradient (set before the step is traced).
-            layers.WGRAD_MIN_CHANNELS = default_min_channels if wgrad == "auto" else 1 << 30
+            # Set before the step is traced. "xla": no convolution takes a CPU kernel gradient of its own;
+            # "gemm": the tap GEMMs where "auto" would take oneDNN's; "onednn": "auto" (it needs oneDNN).
+            if wgrad == "onednn" and not onednn.available():
+                raise SystemExit(f"--wgrads onednn: {onednn.status()[1]}")
+            layers.WGRAD_MIN_CHANNELS = default_min_channels if wgrad != "xla" else 1 << 30
+            layers.CPU_WGRAD = "gemm" if wgrad == "gemm" else "onednn"
             run_jax, compile_s = jax_runner(h, w, b, dtype)
             run_jax()  # warm-up
             with_torch = not args.no_torch and b == 1 and dtype == "float32" and torch_device is not None
             run_torch = torch_runner(h, w, torch_device) if with_torch else None
             if run_torch:
-                run_torch()  # warm-up
+                # Warm-up, then one interleaved round untimed: the first JAX step after PyTorch's first
+                # iteration maps its temporaries afresh (seconds of page faults, docs/performance.md).
+                run_torch()
+                run_jax()
+                run_torch()
             jax_times, torch_times = [], []
             for _ in range(args.repeats):
                 t = time.perf_counter()
@@ -138,6 +159,7 @@ def main(argv=None) -> int:
                     run_torch()
                     torch_times.append(time.perf_counter() - t)
             row = {"case": case, "height": h, "width": w, "batch": b, "dtype": dtype, "conv_wgrad": wgrad,
+                   "onednn_available": onednn.available(),
                    "repeats": args.repeats,
                    "jax_compile_s": round(compile_s, 2)}
             jax_s = statistics.median(jax_times)
@@ -158,6 +180,7 @@ def main(argv=None) -> int:
         "what": "one official semi_cut training iteration (docs/reference.md §2.5) at the official widths; "
                 "speedup = PyTorch s/image / JAX s/image (> 1: JAX faster)",
         "load_average_at_end": os.getloadavg(),
+        "cpu_memory": memory,
         "results": results,
     }
     out = write_report(args.output or os.path.join(ROOT, "benchmarks", f"training_{backend}.json"), report)

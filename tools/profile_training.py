@@ -98,6 +98,9 @@ def _opcodes(comps, name, seen=None):
 def hlo_index(hlo_text: str):
     """{instruction name: (family, opcode, result shape, JAX op name)} for every instruction of the program."""
     comps = _computations(hlo_text)
+    # oneDNN's kernel gradient (scenimefy_jax.kernels.onednn) is a custom call: count it as a convolution.
+    wgrad_calls = set(re.findall(r"^\s*(?:ROOT )?(\S+) = .*custom_call_target=\"scenimefy_conv_wgrad\"",
+                                 hlo_text, flags=re.M))
     index = {}
     for instructions in comps.values():
         for name, opcode, shape, called, op_name in instructions:
@@ -105,7 +108,7 @@ def hlo_index(hlo_text: str):
             for c in called:
                 ops |= _opcodes(comps, c)
             if opcode == "custom-call":
-                family = "other"
+                family = "convolution" if name in wgrad_calls else "other"
             else:
                 family = next((fam for op, fam in _HLO_PRIORITY if op in ops), "elementwise")
             index[name] = (family, opcode, shape.split("{")[0], op_name.removeprefix("jit(train_step)/"))
@@ -234,8 +237,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="profiled iterations per side (after a warm-up)")
     parser.add_argument("--top", type=int, default=30, help="heaviest thunks / ops kept in the JSON")
     parser.add_argument("--no-torch", action="store_true", help="JAX only")
+    parser.add_argument("--no-keep-memory", action="store_true",
+                        help="leave glibc's and JAX's memory defaults (see scenimefy_jax.kernels.cpu_memory)")
     parser.add_argument("--output", default="", help="JSON path (default: benchmarks/profile_training_<backend>.json)")
     args = parser.parse_args(argv)
+    from scenimefy_jax.kernels import cpu_memory  # as the training job does, before any device is touched
+
+    memory = {"applied": False, "why": "--no-keep-memory"} if args.no_keep_memory else cpu_memory.keep_freed_memory()
 
     import jax
     import torch
@@ -264,6 +272,7 @@ def main(argv=None) -> int:
                 "ms per iteration",
         "size": args.size, "repeats": args.repeats,
         "load_average_at_end": os.getloadavg(),
+        "cpu_memory": memory,
         "jax": jax_side, "torch": torch_side, "table": table(jax_side, torch_side),
     }
     backend = jax.default_backend()
