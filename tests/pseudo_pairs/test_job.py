@@ -170,6 +170,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # eight-device run of the pair job, ~25-50 s: in the slow pass, to keep the default suite under 15 minutes
 def test_eight_devices_give_the_pairs_of_one(straight, tmp_path):
     one = straight
     eight = tmp_path / "eight"

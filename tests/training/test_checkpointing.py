@@ -129,6 +129,7 @@ np.savez(out, positions=np.stack(seen), **{f"leaf{i}": x for i, x in enumerate(l
 """
 
 
+@pytest.mark.slow  # an 8-device training run in a subprocess, ~11-22 s: in the slow pass, to keep the default suite under 15 minutes
 def test_checkpoint_of_an_8_device_run_resumes_on_1_device(demo_root, demo_sources, tmp_path):
     """Steps 1-5 on 8 fake CPU devices (a subprocess), 6-8 here on one device, vs 8 steps on one device.
 

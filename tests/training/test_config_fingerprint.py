@@ -132,6 +132,7 @@ def test_job_fingerprints_leave_out_cadences_outputs_workers_and_hosts(name):
             f"{key}: {json.dumps(reference[key])} -> {json.dumps(value)}"]
 
 
+@pytest.mark.slow  # two i2i job runs, ~12-25 s: in the slow pass, to keep the default suite under 15 minutes
 def test_i2i_job_refuses_a_changed_learning_rate(tmp_path, caplog, monkeypatch):
     """Through main.run_job: a changed model.lr is one logged line naming it, exit status 2."""
     from scenimefy_jax.training import checkpointing
