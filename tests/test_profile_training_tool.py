@@ -43,3 +43,14 @@ def test_torch_ops_fall_into_the_same_families(name, family):
     ("jit(_shuffle)/sort", "shuffle (patch ids)"), ("add", "other"), ("jvp(vmap())/dot", "other")])
 def test_scopes_from_jax_op_names(op_name, scope):
     assert prof.scope(op_name) == scope
+
+
+def test_hlo_index_counts_the_onednn_kernel_gradient_as_a_convolution():
+    from scenimefy_jax.kernels import onednn
+
+    if not onednn.available():
+        pytest.skip(f"oneDNN kernel: {onednn.status()[1]}")
+    f = lambda x, dy: onednn.conv_wgrad(x, dy, (3, 3), ((1, 1), (1, 1)), (1, 1))  # noqa: E731
+    compiled = jax.jit(f).lower(jnp.ones((1, 8, 8, 16)), jnp.ones((1, 8, 8, 16))).compile()
+    calls = [v for v in prof.hlo_index(compiled.as_text()).values() if v[1] == "custom-call"]
+    assert calls and all(v[0] == "convolution" for v in calls), calls

@@ -75,3 +75,19 @@ def parse_batch_sizes(values: list[str]) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise SystemExit(f"--batch-sizes: expected positive integers, got {values}")
     return sizes
+
+
+def add_keep_memory_flag(parser) -> None:
+    """`--no-keep-memory` for the tools that time the training step (see `keep_memory`)."""
+    parser.add_argument("--no-keep-memory", action="store_true",
+                        help="leave glibc's and JAX's memory defaults (see scenimefy_jax.kernels.cpu_memory)")
+
+
+def keep_memory(args) -> dict:
+    """As `python -m scenimefy_jax.main` does, before any device is touched, unless `--no-keep-memory`:
+    the settings applied, for the report's JSON."""
+    if args.no_keep_memory:
+        return {"applied": False, "why": "--no-keep-memory"}
+    from scenimefy_jax.kernels import cpu_memory
+
+    return cpu_memory.keep_freed_memory()

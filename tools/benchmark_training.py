@@ -38,7 +38,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_report import write_report  # noqa: E402
+from tools.benchmark_report import add_keep_memory_flag, keep_memory, write_report  # noqa: E402
 
 
 def _batch(h, w, b, seed=0):
@@ -110,13 +110,10 @@ def main(argv=None) -> int:
     parser.add_argument("--wgrads", nargs="*", default=["auto"], choices=["auto", "onednn", "gemm", "xla"],
                         help="conv kernel-gradient formulations")
     parser.add_argument("--no-torch", action="store_true", help="JAX only")
-    parser.add_argument("--no-keep-memory", action="store_true",
-                        help="leave glibc's and JAX's memory defaults (see scenimefy_jax.kernels.cpu_memory)")
+    add_keep_memory_flag(parser)
     parser.add_argument("--output", default="", help="JSON path (default: benchmarks/training_<backend>.json)")
     args = parser.parse_args(argv)
-    from scenimefy_jax.kernels import cpu_memory
-
-    memory = {"applied": False, "why": "--no-keep-memory"} if args.no_keep_memory else cpu_memory.keep_freed_memory()
+    memory = keep_memory(args)
 
     import jax
     import torch

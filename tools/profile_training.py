@@ -35,7 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.benchmark_report import write_report  # noqa: E402
+from tools.benchmark_report import add_keep_memory_flag, keep_memory, write_report  # noqa: E402
 from tools.benchmark_training import jax_runner, torch_runner  # noqa: E402
 
 FAMILIES = ("convolution", "dot (GEMM)", "reduce", "scatter", "gather", "concatenate", "pad", "slice",
@@ -99,8 +99,9 @@ def hlo_index(hlo_text: str):
     """{instruction name: (family, opcode, result shape, JAX op name)} for every instruction of the program."""
     comps = _computations(hlo_text)
     # oneDNN's kernel gradient (scenimefy_jax.kernels.onednn) is a custom call: count it as a convolution.
-    wgrad_calls = set(re.findall(r"^\s*(?:ROOT )?(\S+) = .*custom_call_target=\"scenimefy_conv_wgrad\"",
-                                 hlo_text, flags=re.M))
+    from scenimefy_jax.kernels.onednn import TARGET
+
+    wgrad_calls = set(re.findall(rf"^\s*(?:ROOT )?%?(\S+) = .*custom_call_target=\"{TARGET}\"", hlo_text, flags=re.M))
     index = {}
     for instructions in comps.values():
         for name, opcode, shape, called, op_name in instructions:
@@ -237,13 +238,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="profiled iterations per side (after a warm-up)")
     parser.add_argument("--top", type=int, default=30, help="heaviest thunks / ops kept in the JSON")
     parser.add_argument("--no-torch", action="store_true", help="JAX only")
-    parser.add_argument("--no-keep-memory", action="store_true",
-                        help="leave glibc's and JAX's memory defaults (see scenimefy_jax.kernels.cpu_memory)")
+    add_keep_memory_flag(parser)
     parser.add_argument("--output", default="", help="JSON path (default: benchmarks/profile_training_<backend>.json)")
     args = parser.parse_args(argv)
-    from scenimefy_jax.kernels import cpu_memory  # as the training job does, before any device is touched
-
-    memory = {"applied": False, "why": "--no-keep-memory"} if args.no_keep_memory else cpu_memory.keep_freed_memory()
+    memory = keep_memory(args)
 
     import jax
     import torch

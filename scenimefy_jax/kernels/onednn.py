@@ -135,7 +135,9 @@ def conv_wgrad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], padding,
     """Kernel gradient `[kh, kw, C_in, C_out]` of the NHWC x HWIO convolution of `x` `[B, H, W, C_in]`
     with zero padding `((top, bottom), (left, right))` and window `stride`, at output cotangent `dy`
     `[B, H_out, W_out, C_out]`; float32, summed over the batch. First order only: `layers.conv2d`
-    wraps it with its derivative. Requires `available()`."""
+    wraps it with its derivative. Raises RuntimeError where the kernel is not `available()`."""
+    if not available():
+        raise RuntimeError(f"oneDNN kernel gradient unavailable: {status()[1]}")
     (pt, pb), (pl, pr) = padding
     (kh, kw), (sh, sw) = kernel_hw, stride
     out = jax.ShapeDtypeStruct((kh, kw, x.shape[3], dy.shape[3]), jnp.float32)
